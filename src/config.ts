@@ -1,0 +1,232 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { DaemonError } from './errors.ts';
+
+/**
+ * Configuration: `config/default.json`, then the JSON file named by WATCHER_CONFIG, then the
+ * environment. One zod schema validates the merged result before anything connects; every bad
+ * key is reported at once, named as the user wrote it (env var or file key). Secrets come only
+ * from the environment and are never echoed back in an error.
+ */
+
+const ms = z.number().int().nonnegative();
+const positiveInt = z.number().int().positive();
+const fraction = z.number().min(0).max(1);
+const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
+
+const webhookTarget = z.strictObject({
+  url: httpUrl,
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 letters, digits, "_", "." or "-"').optional(),
+  format: z.enum(['event', 'letta']).default('event'),
+  headers: z.record(z.string(), z.string()).default({}),
+});
+
+const schema = z.strictObject({
+  letta: z.strictObject({
+    baseUrl: httpUrl,
+    requestTimeoutMs: positiveInt,
+    maxResponseBytes: positiveInt,
+    retries: z.number().int().min(0).max(10),
+    retryMinMs: ms,
+    retryMaxMs: ms,
+    retryAfterCapMs: ms,
+    authPauseMs: positiveInt,
+  }),
+  redis: z.strictObject({
+    url: z.url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' }),
+    keyPrefix: z.string().min(1).max(64).regex(/^[^\s]+$/, 'must not contain spaces'),
+  }),
+  poll: z.strictObject({
+    concurrency: z.number().int().min(1).max(10_000),
+    maxRps: z.number().min(0),
+    initialMs: positiveInt,
+    maxMs: positiveInt,
+    factor: z.number().min(1).max(10),
+    jitter: fraction,
+    maxWatchMs: positiveInt,
+    leaseMs: z.number().int().min(1000),
+    claimBatch: z.number().int().min(1).max(10_000),
+  }),
+  intake: z.strictObject({
+    batch: z.number().int().min(1).max(10_000),
+    idleMs: positiveInt,
+    maxEntryBytes: z.number().int().min(256).max(16 * 1024 * 1024),
+  }),
+  events: z.strictObject({ streamMaxLen: positiveInt }),
+  webhooks: z.strictObject({
+    urls: z.array(httpUrl),
+    targets: z.array(webhookTarget),
+    allowedHosts: z.array(z.string().min(1)),
+    allowPrivateAddresses: z.boolean(),
+    attemptTimeoutMs: positiveInt,
+    scheduleMs: z.array(ms).min(1).max(50),
+    jitter: fraction,
+    maxBodyBytes: z.number().int().min(1024),
+    concurrency: z.number().int().min(1).max(1000),
+    retryAfterCapMs: ms,
+    leaseMs: z.number().int().min(1000),
+  }),
+  http: z.strictObject({
+    host: z.string().min(1),
+    port: z.number().int().min(0).max(65535),
+  }),
+  log: z.strictObject({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  }),
+  shutdownGraceMs: ms,
+  secrets: z.strictObject({
+    lettaApiKey: z.string().min(1).optional(),
+    webhookSecrets: z.array(
+      z.string().regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, 'must be whsec_ followed by base64 (value not shown)'),
+    ),
+  }),
+});
+
+export type Config = z.output<typeof schema>;
+export type WebhookTargetConfig = z.output<typeof webhookTarget>;
+
+type EnvKind = 'string' | 'number' | 'list' | 'secret' | 'secretList';
+/** Every environment variable the daemon reads, and where it lands in the config. */
+export const ENV_VARS: readonly (readonly [name: string, path: string, kind: EnvKind])[] = [
+  ['LETTA_BASE_URL', 'letta.baseUrl', 'string'],
+  ['LETTA_API_KEY', 'secrets.lettaApiKey', 'secret'],
+  ['REDIS_URL', 'redis.url', 'string'],
+  ['WATCHER_KEY_PREFIX', 'redis.keyPrefix', 'string'],
+  ['WATCHER_CONCURRENCY', 'poll.concurrency', 'number'],
+  ['WATCHER_MAX_RPS', 'poll.maxRps', 'number'],
+  ['WATCHER_POLL_INITIAL_MS', 'poll.initialMs', 'number'],
+  ['WATCHER_POLL_MAX_MS', 'poll.maxMs', 'number'],
+  ['WATCHER_POLL_FACTOR', 'poll.factor', 'number'],
+  ['WATCHER_POLL_JITTER', 'poll.jitter', 'number'],
+  ['WATCHER_MAX_WATCH_MS', 'poll.maxWatchMs', 'number'],
+  ['WATCHER_REQUEST_TIMEOUT_MS', 'letta.requestTimeoutMs', 'number'],
+  ['WATCHER_WEBHOOK_URLS', 'webhooks.urls', 'list'],
+  ['WATCHER_WEBHOOK_SECRET', 'secrets.webhookSecrets', 'secretList'],
+  ['WATCHER_WEBHOOK_ALLOWED_HOSTS', 'webhooks.allowedHosts', 'list'],
+  ['WATCHER_HTTP_HOST', 'http.host', 'string'],
+  ['WATCHER_HTTP_PORT', 'http.port', 'number'],
+  ['WATCHER_LOG_LEVEL', 'log.level', 'string'],
+  ['WATCHER_SHUTDOWN_GRACE_MS', 'shutdownGraceMs', 'number'],
+];
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface LoadConfigOptions {
+  env: Env;
+  /** Reads a file as text; tests pass their own. */
+  readFile?: (path: string) => string;
+}
+
+const defaultsUrl = new URL('../config/default.json', import.meta.url);
+
+export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: LoadConfigOptions): Config {
+  const problems: string[] = [];
+  const merged = structuredClone(JSON.parse(readFileSync(defaultsUrl, 'utf8')) as Record<string, unknown>);
+  merged['secrets'] = { webhookSecrets: [] };
+  /** Where each config path came from, so an error names what the user actually wrote. */
+  const origin = new Map<string, { name: string; raw?: string }>();
+
+  const file = env['WATCHER_CONFIG'];
+  if (file) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFile(file));
+    } catch (err) {
+      throw new DaemonError('ERR_CONFIG', `invalid configuration:\n  WATCHER_CONFIG: cannot read ${file} as JSON (${(err as Error).message})`, { cause: err });
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      problems.push(`WATCHER_CONFIG: ${file} must hold a JSON object`);
+    } else if ('secrets' in parsed) {
+      problems.push(`${file}: secrets: secrets come only from the environment (LETTA_API_KEY, WATCHER_WEBHOOK_SECRET)`);
+    } else {
+      mergeInto(merged, parsed as Record<string, unknown>, '', (path) => origin.set(path, { name: `${file}: ${path}` }));
+    }
+  }
+
+  for (const [name, path, kind] of ENV_VARS) {
+    const raw = env[name];
+    if (raw === undefined || raw.trim() === '') continue;
+    const secret = kind === 'secret' || kind === 'secretList';
+    // URLs may carry credentials (redis://:password@host): echo them with the userinfo masked.
+    origin.set(path, secret ? { name } : { name, raw: raw.replace(/\/\/[^@/]*@/, '//***@') });
+    setPath(merged, path, envValue(raw, kind));
+  }
+
+  const result = schema.safeParse(merged);
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      const path = issue.path.join('.');
+      const from = originOf(origin, issue.path.map(String));
+      const label = from?.name ?? (path || '(root)');
+      const got = from?.raw === undefined ? '' : ` (got ${JSON.stringify(from.raw)})`;
+      problems.push(`${label}: ${issue.message}${got}`);
+    }
+  }
+  if (result.success && result.data.poll.maxMs < result.data.poll.initialMs) {
+    problems.push(`WATCHER_POLL_MAX_MS: must be at least WATCHER_POLL_INITIAL_MS (${result.data.poll.initialMs})`);
+  }
+  if (problems.length > 0 || !result.success) {
+    throw new DaemonError('ERR_CONFIG', `invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  }
+  return deepFreeze(result.data);
+}
+
+function envValue(raw: string, kind: EnvKind): unknown {
+  switch (kind) {
+    case 'number': {
+      const n = Number(raw.trim());
+      return Number.isFinite(n) ? n : raw;
+    }
+    case 'list':
+      return raw.split(',').map((s) => s.trim()).filter(Boolean);
+    case 'secretList':
+      return raw.split(/\s+/).filter(Boolean);
+    default:
+      return raw.trim();
+  }
+}
+
+function originOf(origin: Map<string, { name: string; raw?: string }>, path: string[]) {
+  // An issue deep in a list (webhooks.urls.2) belongs to the variable that set the list.
+  for (let i = path.length; i > 0; i--) {
+    const hit = origin.get(path.slice(0, i).join('.'));
+    if (hit) return i === path.length ? hit : { name: `${hit.name}[${path.slice(i).join('.')}]` };
+  }
+  return undefined;
+}
+
+function mergeInto(target: Record<string, unknown>, source: Record<string, unknown>, prefix: string, mark: (path: string) => void): void {
+  for (const [key, value] of Object.entries(source)) {
+    const path = prefix ? `${prefix}.${key}` : key;
+    const current = target[key];
+    if (isPlainObject(value) && isPlainObject(current)) {
+      mergeInto(current, value, path, mark);
+    } else {
+      target[key] = value;
+      mark(path);
+    }
+  }
+}
+
+function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
+  const keys = path.split('.');
+  let node = target;
+  for (const key of keys.slice(0, -1)) {
+    const next = node[key];
+    if (!isPlainObject(next)) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[keys[keys.length - 1] as string] = value;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
