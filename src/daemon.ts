@@ -1,0 +1,145 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
+import { makeBatcher } from './batcher.ts';
+import { systemClock, type Clock } from './clock.ts';
+import type { Config } from './config.ts';
+import { makeIntakeLoop, type IntakeLoop } from './intake.ts';
+import { makeLettaClient, type LettaClient } from './letta-client.ts';
+import { makeMetrics, type Metrics } from './metrics.ts';
+import { makePoller, type Poller } from './poller.ts';
+import { connectRedis, redisWarnings } from './redis.ts';
+import { makeSchedule, type Schedule, type SettleOp } from './schedule.ts';
+import { logEvent } from './sinks/log.ts';
+import { readStatus, type Status } from './status.ts';
+
+export type DaemonState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
+
+export interface DaemonDeps {
+  config: Config;
+  log: Logger;
+  clock?: Clock;
+  /** Letta API transport; tests pass an undici MockAgent. */
+  dispatcher?: Dispatcher;
+  random?: () => number;
+}
+
+/**
+ * The composition root: builds every part from the config and runs its lifecycle
+ * (starting → running → draining → stopped, or failed). Stop is idempotent and releases in
+ * reverse order of start.
+ */
+export class Daemon {
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  #state: DaemonState = 'starting';
+  #stopping: Promise<void> | undefined;
+  #redis: Redis | undefined;
+  #schedule: Schedule | undefined;
+  #client: LettaClient | undefined;
+  #poller: Poller | undefined;
+  #intake: IntakeLoop | undefined;
+  readonly #deps: DaemonDeps;
+  readonly #clock: Clock;
+
+  constructor(deps: DaemonDeps) {
+    this.#deps = deps;
+    this.#clock = deps.clock ?? systemClock;
+    this.log = deps.log;
+    this.metrics = makeMetrics(() => this.#gauges());
+  }
+
+  get state(): DaemonState {
+    return this.#state;
+  }
+
+  #setState(next: DaemonState): void {
+    this.log.info({ from: this.#state, to: next }, `daemon ${next}`);
+    this.#state = next;
+  }
+
+  async start(): Promise<void> {
+    const { config } = this.#deps;
+    const log = this.log;
+    const redis = connectRedis(config.redis.url, log.child({ module: 'redis' }), 'letta-run-watcher');
+    this.#redis = redis;
+    for (const w of await redisWarnings(redis)) log.warn(w);
+
+    const schedule = makeSchedule(redis, config.redis.keyPrefix, config.events.streamMaxLen);
+    this.#schedule = schedule;
+    const globalTargets: string[] = [];
+    const settle = makeBatcher<SettleOp, boolean>((ops) => schedule.settle(ops, globalTargets), 256);
+    const client = makeLettaClient({
+      ...config.letta,
+      apiKey: config.secrets.lettaApiKey,
+      clock: this.#clock,
+      connections: config.poll.concurrency,
+      onAttemptError: (err) => this.metrics.apiErrors.inc({ class: err.status === undefined ? err.code : String(err.status) }),
+      ...(this.#deps.dispatcher ? { dispatcher: this.#deps.dispatcher } : {}),
+    });
+    this.#client = client;
+    const eventLog = log.child({ module: 'events' });
+    const poller = makePoller({
+      schedule,
+      settle,
+      client,
+      clock: this.#clock,
+      log: log.child({ module: 'poller' }),
+      metrics: this.metrics,
+      options: { ...config.poll, authPauseMs: config.letta.authPauseMs },
+      ...(this.#deps.random ? { random: this.#deps.random } : {}),
+      onEvent: (event) => logEvent(eventLog, event),
+    });
+    this.#poller = poller;
+    this.#intake = makeIntakeLoop({
+      schedule,
+      limits: {
+        batch: config.intake.batch,
+        defaultMaxWatchMs: config.poll.maxWatchMs,
+        maxEntryBytes: config.intake.maxEntryBytes,
+        maxWatchCapMs: Math.max(config.poll.maxWatchMs, 30 * 24 * 3600 * 1000),
+      },
+      idleMs: config.intake.idleMs,
+      clock: this.#clock,
+      log: log.child({ module: 'intake' }),
+      metrics: this.metrics,
+      onAccepted: () => poller.wake(),
+    });
+    poller.start();
+    this.#intake.start();
+    this.#setState('running');
+  }
+
+  /** Stop claiming, drain within the grace period, hand back what is left, close. */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      if (this.#state === 'running' || this.#state === 'starting') this.#setState('draining');
+      let firstError: unknown;
+      const release = async (what: string, fn: () => Promise<unknown> | undefined) => {
+        try {
+          await fn();
+        } catch (err) {
+          firstError ??= err;
+          this.log.error({ err }, `error while stopping the ${what}`);
+        }
+      };
+      await release('intake loop', () => this.#intake?.stop());
+      await release('poller', () => this.#poller?.stop(this.#deps.config.shutdownGraceMs));
+      await release('Letta client', () => this.#client?.close());
+      await release('Redis connection', () => this.#redis?.quit().catch(() => this.#redis?.disconnect()));
+      this.#setState(firstError === undefined ? 'stopped' : 'failed');
+      if (firstError !== undefined) throw firstError;
+    })();
+    return this.#stopping;
+  }
+
+  async status(): Promise<Status> {
+    if (!this.#redis || !this.#schedule) throw new Error('daemon not started');
+    return await readStatus(this.#redis, this.#schedule.keys);
+  }
+
+  async #gauges() {
+    const s = await this.status();
+    return { watched: s.watched, due: s.due_now, backlog: s.webhook_backlog, dead: s.dead_letters, intake: s.intake };
+  }
+}

@@ -1,0 +1,208 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { loadConfig, type Config } from './config.ts';
+import { Daemon } from './daemon.ts';
+import { DaemonError, isDaemonError } from './errors.ts';
+import { buildEntry } from './intake.ts';
+import { makeLogger } from './log.ts';
+import { keysFor } from './schedule.ts';
+import { parseSimulatorArgs, simulatorUsage } from './simulator/args.ts';
+import { startSimulator } from './simulator/server.ts';
+import { readStatus } from './status.ts';
+
+/**
+ * The command line, and the only module that touches `process`: arguments, environment,
+ * signals and exit codes (0 clean stop, 78 invalid configuration or arguments, 1 fatal).
+ */
+const EXIT_OK = 0;
+const EXIT_FATAL = 1;
+const EXIT_CONFIG = 78;
+
+const usage = `Usage: letta-run-watcher [command] [options]
+
+Commands:
+  run                      the daemon (the default); stops cleanly on SIGTERM/SIGINT
+  enqueue RUN_ID... [--webhook URL] [--metadata JSON] [--max-watch-ms N]
+                           push runs onto the intake list
+  status [--json]          intake depth, runs watched, due now, webhook backlog, dead letters
+  dead list|replay|purge   inspect and replay dead letters (see 'dead --help')
+  simulate [--port N]      a local Letta-compatible API with simulated runs (see 'simulate --help')
+
+Options:
+  --help, -h               this text
+  --version, -v            the version
+
+Configuration comes from config/default.json, the JSON file named by WATCHER_CONFIG, and the
+environment (LETTA_BASE_URL, LETTA_API_KEY, REDIS_URL, WATCHER_*); see README.md.
+`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command = 'run', ...rest] = argv;
+  if (command === '--help' || command === '-h' || command === 'help') return print(usage);
+  if (command === '--version' || command === '-v') return print(version());
+  switch (command) {
+    case 'run':
+      if (rest.includes('--help') || rest.includes('-h')) return print(usage);
+      if (rest.length > 0) throw new DaemonError('ERR_USAGE', `run takes no arguments, got ${JSON.stringify(rest.join(' '))}`);
+      return await runDaemon(loadConfig({ env: process.env }));
+    case 'enqueue':
+      return await enqueue(rest);
+    case 'status':
+      return await status(rest);
+    case 'simulate':
+      return await simulate(rest);
+    default:
+      throw new DaemonError('ERR_USAGE', `unknown command ${JSON.stringify(command)}; see --help`);
+  }
+}
+
+function print(text: string): number {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+  return EXIT_OK;
+}
+
+async function runDaemon(config: Config): Promise<number> {
+  const log = makeLogger(config.log.level, { pretty: process.stdout.isTTY === true });
+  const daemon = new Daemon({ config, log });
+  let signals = 0;
+  const done = new Promise<number>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        log.warn({ signal }, 'second signal: exiting without draining');
+        process.exit(EXIT_FATAL);
+      }
+      log.info({ signal }, 'stopping: draining in-flight polls');
+      daemon.stop().then(
+        () => resolve(EXIT_OK),
+        (err: unknown) => {
+          log.error({ err }, 'error while stopping');
+          resolve(EXIT_FATAL);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  await daemon.start();
+  log.info(
+    {
+      letta: config.letta.baseUrl,
+      prefix: config.redis.keyPrefix,
+      concurrency: config.poll.concurrency,
+      max_rps: config.poll.maxRps,
+      webhook_targets: config.webhooks.urls.length + config.webhooks.targets.length,
+    },
+    'letta-run-watcher running',
+  );
+  const code = await done;
+  log.flush();
+  return code;
+}
+
+/** A short-lived connection for CLI commands: fail fast instead of waiting for Redis. */
+function cliRedis(config: Config): Redis {
+  const redis = new Redis(config.redis.url, { maxRetriesPerRequest: 1, connectTimeout: 5000, retryStrategy: () => null });
+  redis.on('error', () => {});
+  return redis;
+}
+
+async function enqueue(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      webhook: { type: 'string' },
+      metadata: { type: 'string' },
+      'max-watch-ms': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return print(usage);
+  if (positionals.length === 0) throw new DaemonError('ERR_USAGE', 'enqueue needs at least one RUN_ID');
+  let metadata: Record<string, unknown> | undefined;
+  if (values.metadata !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(values.metadata);
+    } catch {
+      throw new DaemonError('ERR_USAGE', `--metadata is not valid JSON: ${JSON.stringify(values.metadata)}`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new DaemonError('ERR_USAGE', '--metadata must be a JSON object');
+    }
+    metadata = parsed as Record<string, unknown>;
+  }
+  const rawMax = values['max-watch-ms'];
+  const maxWatchMs = rawMax === undefined ? undefined : /^\d+$/.test(rawMax) ? Number(rawMax) : Number.NaN;
+  const entries = positionals.map((id) => buildEntry(id, { webhookUrl: values.webhook, metadata, maxWatchMs }));
+  const config = loadConfig({ env: process.env });
+  const redis = cliRedis(config);
+  try {
+    await redis.lpush(keysFor(config.redis.keyPrefix).intake, ...entries);
+  } finally {
+    redis.disconnect();
+  }
+  process.stdout.write(`enqueued ${entries.length} run${entries.length === 1 ? '' : 's'}\n`);
+  return EXIT_OK;
+}
+
+async function status(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) return print(usage);
+  const config = loadConfig({ env: process.env });
+  const redis = cliRedis(config);
+  let s;
+  try {
+    s = await readStatus(redis, keysFor(config.redis.keyPrefix));
+  } finally {
+    redis.disconnect();
+  }
+  if (values.json) return print(JSON.stringify(s));
+  const rows: [string, number][] = [
+    ['intake depth', s.intake],
+    ['runs watched', s.watched],
+    ['due now', s.due_now],
+    ['webhook backlog', s.webhook_backlog],
+    ['dead letters', s.dead_letters],
+    ['events in stream', s.events],
+  ];
+  return print(rows.map(([k, v]) => `${k.padEnd(18)}${v}`).join('\n'));
+}
+
+async function simulate(args: string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) return print(simulatorUsage);
+  const sim = await startSimulator(parseSimulatorArgs(args, process.env));
+  process.stdout.write(`Letta simulator listening on ${sim.url}\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', () => resolve());
+    process.once('SIGINT', () => resolve());
+  });
+  await sim.close();
+  return EXIT_OK;
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (err) {
+  if (isDaemonError(err, 'ERR_CONFIG') || isDaemonError(err, 'ERR_USAGE')) {
+    process.stderr.write(`letta-run-watcher: ${err.message}\n`);
+    process.exitCode = EXIT_CONFIG;
+  } else if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    process.stderr.write(`letta-run-watcher: ${(err as Error).message}\n`);
+    process.exitCode = EXIT_CONFIG;
+  } else {
+    process.stderr.write(`letta-run-watcher: fatal: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = EXIT_FATAL;
+  }
+}
+// A backstop: if some handle outlives the shutdown, still exit (the timer does not itself keep
+// the process alive).
+setTimeout(() => process.exit(), 2000).unref();

@@ -1,0 +1,67 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Prometheus metrics, one registry per daemon (tests run several in one process). Names carry
+ * the `letta_watcher_` prefix; labels are small closed sets, never a run ID.
+ */
+export function makeMetrics(readGauges?: () => Promise<{ watched: number; due: number; backlog: number; dead: number; intake: number }>) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'letta_watcher_' });
+
+  let cached: Promise<Awaited<ReturnType<NonNullable<typeof readGauges>>>> | undefined;
+  // One Redis read per scrape feeds all the gauges below.
+  const snapshot = () => (cached ??= (readGauges ?? (async () => ({ watched: 0, due: 0, backlog: 0, dead: 0, intake: 0 })))().finally(() => {
+    setImmediate(() => (cached = undefined));
+  }));
+  const redisGauge = (name: string, help: string, pick: (s: Awaited<ReturnType<typeof snapshot>>) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        try {
+          this.set(pick(await snapshot()));
+        } catch {
+          // Redis unreachable: keep the last value; readiness reports the outage.
+        }
+      },
+    });
+
+  return {
+    registry,
+    polls: new Counter({ name: 'letta_watcher_polls_total', help: 'Polls of GET /v1/runs/{id} by outcome', labelNames: ['outcome'] as const, registers: [registry] }),
+    pollDuration: new Histogram({
+      name: 'letta_watcher_poll_duration_seconds',
+      help: 'Time for one poll, retries included',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    apiErrors: new Counter({ name: 'letta_watcher_api_errors_total', help: 'Failed API attempts by class', labelNames: ['class'] as const, registers: [registry] }),
+    intake: new Counter({ name: 'letta_watcher_intake_total', help: 'Intake entries by result', labelNames: ['result'] as const, registers: [registry] }),
+    events: new Counter({ name: 'letta_watcher_events_total', help: 'Events committed by type', labelNames: ['type'] as const, registers: [registry] }),
+    detectionLag: new Histogram({
+      name: 'letta_watcher_detection_lag_seconds',
+      help: "From the run's completed_at to its event",
+      buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900],
+      registers: [registry],
+    }),
+    leasesLost: new Counter({ name: 'letta_watcher_leases_lost_total', help: 'Settles refused because another replica holds the run', registers: [registry] }),
+    deliveries: new Counter({ name: 'letta_watcher_webhook_deliveries_total', help: 'Webhook attempts by outcome', labelNames: ['outcome'] as const, registers: [registry] }),
+    deliveryDuration: new Histogram({
+      name: 'letta_watcher_webhook_duration_seconds',
+      help: 'Time for one webhook attempt',
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
+      registers: [registry],
+    }),
+    deadLetters: new Counter({ name: 'letta_watcher_dead_letters_total', help: 'Entries this replica wrote to the dead-letter list, by kind', labelNames: ['kind'] as const, registers: [registry] }),
+    authPaused: new Gauge({ name: 'letta_watcher_auth_paused', help: '1 while polling is paused by 401/403 from the API', registers: [registry] }),
+    loopStalls: new Counter({ name: 'letta_watcher_loop_stalls_total', help: 'Health checks that found a loop stalled', registers: [registry] }),
+    runsWatched: redisGauge('letta_watcher_runs_watched', 'Runs in the watch schedule (all replicas)', (s) => s.watched),
+    runsDue: redisGauge('letta_watcher_runs_due', 'Runs due for a poll now (all replicas)', (s) => s.due),
+    intakeDepth: redisGauge('letta_watcher_intake_depth', 'Entries waiting in the intake list', (s) => s.intake),
+    webhookBacklog: redisGauge('letta_watcher_webhook_backlog', 'Webhook deliveries not yet done', (s) => s.backlog),
+    deadLetterDepth: redisGauge('letta_watcher_dead_letter_depth', 'Entries in the dead-letter list', (s) => s.dead),
+  };
+}
+
+export type Metrics = ReturnType<typeof makeMetrics>;

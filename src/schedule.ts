@@ -1,0 +1,315 @@
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+
+/**
+ * Redis layout and the Lua scripts that move a run through it. P is the key prefix.
+ *
+ *   P:intake           LIST   producers LPUSH; we take from the right (FIFO)
+ *   P:schedule         ZSET   run id -> next poll time (ms, Redis clock)
+ *   P:run:<id>         HASH   e enqueued ms, d deadline ms, p polls, c claim counter (fence),
+ *                             r the raw JSON entry (for metadata), w per-run webhook URLs (\n-joined)
+ *   P:events           STREAM one entry per event, field `event`
+ *   P:outbox           ZSET   "<event id>\n<target>" -> next delivery attempt time
+ *   P:evt:<event id>   HASH   ev the event JSON, n deliveries left, a:<target> attempts made
+ *   P:dead             LIST   rejected intake entries, exhausted deliveries
+ *
+ * Leases: a claim pushes a run's score out by the lease and bumps its claim counter `c`. The
+ * counter is the fencing token: settling a run (reschedule or commit) is refused unless `c`
+ * still equals the token the claim returned and the lease has not passed. So a replica that
+ * stalled past its lease cannot commit after another replica re-claimed the run, and a run
+ * whose replica died comes due again on its own when the lease runs out.
+ *
+ * Every script reads the time from Redis (TIME), not from the replica, so replicas with
+ * skewed clocks still agree on what is due. Keys built inside scripts all share the prefix;
+ * on Redis Cluster, a prefix with a hash tag ({letta-watch}) keeps them in one slot.
+ */
+
+const NOW = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`;
+
+/** KEYS: intake, schedule, dead. ARGV: prefix, batch, default max watch ms, max entry bytes, max watch cap, now ISO. */
+const INTAKE = `${NOW}
+local prefix, batch, def_max, max_bytes, max_cap, at = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local accepted, duplicates, rejected, taken = 0, 0, 0, 0
+local function valid_id(s)
+  return type(s) == 'string' and #s <= 128 and string.find(s, '^[%w][%w_%-]*$') ~= nil
+end
+local function valid_url(s)
+  return type(s) == 'string' and #s <= 2048 and string.find(s, '^[hH][tT][tT][pP][sS]?://[^%s/?#]+') ~= nil and string.find(s, '[%c%s]') == nil
+end
+local function reject(raw, reason)
+  local entry = raw
+  if #entry > 1024 then entry = string.sub(entry, 1, 1024) end
+  redis.call('LPUSH', KEYS[3], cjson.encode({kind = 'intake', reason = reason, at = at, entry = entry, entry_bytes = #raw}))
+  rejected = rejected + 1
+end
+local function present(v) return v ~= nil and v ~= cjson.null end
+for _ = 1, batch do
+  local raw = redis.call('RPOP', KEYS[1])
+  if not raw then break end
+  taken = taken + 1
+  local id, url, max_watch, keep
+  if #raw > max_bytes then
+    reject(raw, 'entry is ' .. #raw .. ' bytes, more than the limit of ' .. max_bytes)
+  else
+    local s = string.match(raw, '^%s*(.-)%s*$')
+    if string.sub(s, 1, 1) == '{' then
+      local ok, obj = pcall(cjson.decode, s)
+      if not ok or type(obj) ~= 'table' then
+        reject(raw, 'not valid JSON')
+      elseif not valid_id(obj.run_id) then
+        reject(raw, 'run_id is missing or not a valid run ID (^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$)')
+      elseif present(obj.webhook_url) and present(obj.callback_url) and obj.webhook_url ~= obj.callback_url then
+        reject(raw, 'webhook_url and callback_url name different URLs')
+      elseif present(obj.webhook_url) and not valid_url(obj.webhook_url) then
+        reject(raw, 'webhook_url is not an http(s) URL')
+      elseif present(obj.callback_url) and not valid_url(obj.callback_url) then
+        reject(raw, 'callback_url is not an http(s) URL')
+      elseif present(obj.metadata) and (type(obj.metadata) ~= 'table' or obj.metadata[1] ~= nil) then
+        reject(raw, 'metadata is not a JSON object')
+      elseif present(obj.max_watch_ms) and (type(obj.max_watch_ms) ~= 'number' or obj.max_watch_ms < 1 or obj.max_watch_ms > max_cap or obj.max_watch_ms % 1 ~= 0) then
+        reject(raw, 'max_watch_ms is not a whole number of milliseconds from 1 to ' .. max_cap)
+      else
+        id = obj.run_id
+        if present(obj.webhook_url) then url = obj.webhook_url elseif present(obj.callback_url) then url = obj.callback_url end
+        if present(obj.max_watch_ms) then max_watch = obj.max_watch_ms end
+        if present(obj.metadata) then keep = s end
+      end
+    elseif valid_id(s) then
+      id = s
+    else
+      reject(raw, 'not a valid run ID (^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$) nor a JSON object')
+    end
+  end
+  if id then
+    local key = prefix .. ':run:' .. id
+    if redis.call('EXISTS', key) == 1 then
+      duplicates = duplicates + 1
+      if url then
+        local w = redis.call('HGET', key, 'w')
+        if not w then
+          redis.call('HSET', key, 'w', url)
+        elseif string.find('\\n' .. w .. '\\n', '\\n' .. url .. '\\n', 1, true) == nil then
+          redis.call('HSET', key, 'w', w .. '\\n' .. url)
+        end
+      end
+    else
+      redis.call('HSET', key, 'e', now, 'd', now + (max_watch or def_max), 'p', 0, 'c', 0)
+      if keep then redis.call('HSET', key, 'r', keep) end
+      if url then redis.call('HSET', key, 'w', url) end
+      redis.call('ZADD', KEYS[2], now, id)
+      accepted = accepted + 1
+    end
+  end
+end
+return {taken, accepted, duplicates, rejected}
+`;
+
+/** KEYS: schedule. ARGV: prefix, limit, lease ms. Returns now, next due, then id/token/enqueued/deadline/polls per run. */
+const CLAIM = `${NOW}
+local prefix, limit, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+local out = {now, -1}
+for _, id in ipairs(ids) do
+  local key = prefix .. ':run:' .. id
+  local f = redis.call('HMGET', key, 'e', 'd', 'p')
+  if not f[1] then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    local token = redis.call('HINCRBY', key, 'c', 1)
+    redis.call('ZADD', KEYS[1], now + lease, id)
+    out[#out + 1] = id
+    out[#out + 1] = token
+    out[#out + 1] = f[1]
+    out[#out + 1] = f[2]
+    out[#out + 1] = f[3]
+  end
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if first[2] then out[2] = tonumber(first[2]) end
+return out
+`;
+
+/**
+ * KEYS: schedule, events, dead, outbox. ARGV: prefix, stream max length, number of global
+ * targets G, G target names, then 5 values per op: kind, run id, token, a, b.
+ *   R  reschedule: a = delay ms, b = polls to add
+ *   C  commit:     a = event JSON, b = event id. Appends the event, records one delivery per
+ *                  global target and per-run URL, and drops the run: all or nothing.
+ *   D  dead-letter the run: a = dead-letter JSON
+ * Returns one 1 (done) or 0 (fenced: the lease was lost) per op.
+ */
+const SETTLE = `${NOW}
+local prefix, maxlen, g = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {}
+local i = 4 + g
+while i + 4 <= #ARGV do
+  local kind, id, token, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  i = i + 5
+  local key = prefix .. ':run:' .. id
+  local ok = 0
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score and tonumber(score) >= now and redis.call('HGET', key, 'c') == token then
+    ok = 1
+    if kind == 'R' then
+      redis.call('ZADD', KEYS[1], now + tonumber(a), id)
+      if b ~= '0' then redis.call('HINCRBY', key, 'p', tonumber(b)) end
+    elseif kind == 'C' then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'event', a)
+      local n = 0
+      for t = 4, 3 + g do
+        redis.call('ZADD', KEYS[4], now, b .. '\\n' .. ARGV[t])
+        n = n + 1
+      end
+      local w = redis.call('HGET', key, 'w')
+      if w then
+        for url in string.gmatch(w, '[^\\n]+') do
+          redis.call('ZADD', KEYS[4], now, b .. '\\nu:' .. url)
+          n = n + 1
+        end
+      end
+      if n > 0 then redis.call('HSET', prefix .. ':evt:' .. b, 'ev', a, 'n', n) end
+      redis.call('DEL', key)
+      redis.call('ZREM', KEYS[1], id)
+    elseif kind == 'D' then
+      redis.call('LPUSH', KEYS[3], a)
+      redis.call('DEL', key)
+      redis.call('ZREM', KEYS[1], id)
+    end
+  end
+  out[#out + 1] = ok
+end
+return out
+`;
+
+type Script = (redis: Redis, keys: string[], args: (string | number)[]) => Promise<unknown>;
+
+/** EVALSHA with a fallback to EVAL when Redis lost its script cache (restart, failover). */
+function script(source: string): Script {
+  const sha = createHash('sha1').update(source).digest('hex');
+  return async (redis, keys, args) => {
+    try {
+      return await redis.evalsha(sha, keys.length, ...keys, ...args);
+    } catch (err) {
+      if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
+      return await redis.eval(source, keys.length, ...keys, ...args);
+    }
+  };
+}
+
+const intakeScript = script(INTAKE);
+const claimScript = script(CLAIM);
+const settleScript = script(SETTLE);
+
+export interface Keys {
+  intake: string;
+  schedule: string;
+  events: string;
+  dead: string;
+  outbox: string;
+  disabled: string;
+  run(id: string): string;
+  event(eventId: string): string;
+}
+
+export function keysFor(prefix: string): Keys {
+  return {
+    intake: `${prefix}:intake`,
+    schedule: `${prefix}:schedule`,
+    events: `${prefix}:events`,
+    dead: `${prefix}:dead`,
+    outbox: `${prefix}:outbox`,
+    disabled: `${prefix}:disabled`,
+    run: (id) => `${prefix}:run:${id}`,
+    event: (eventId) => `${prefix}:evt:${eventId}`,
+  };
+}
+
+export interface IntakeResult {
+  taken: number;
+  accepted: number;
+  duplicates: number;
+  rejected: number;
+}
+
+export interface Claim {
+  runId: string;
+  token: string;
+  enqueuedAt: number;
+  deadline: number;
+  polls: number;
+}
+
+export interface ClaimResult {
+  /** Redis time of the claim. */
+  now: number;
+  /** Score of the earliest run left in the schedule, or undefined when it is empty. */
+  nextDue: number | undefined;
+  claims: Claim[];
+}
+
+export type SettleOp =
+  | { kind: 'R'; runId: string; token: string; delayMs: number; addPolls: number }
+  | { kind: 'C'; runId: string; token: string; eventJson: string; eventId: string }
+  | { kind: 'D'; runId: string; token: string; deadJson: string };
+
+export interface IntakeLimits {
+  batch: number;
+  defaultMaxWatchMs: number;
+  maxEntryBytes: number;
+  maxWatchCapMs: number;
+}
+
+export interface Schedule {
+  readonly keys: Keys;
+  intake(limits: IntakeLimits, nowIso: string): Promise<IntakeResult>;
+  claim(limit: number, leaseMs: number): Promise<ClaimResult>;
+  /** Applies many ops in one round trip; true per op that held its lease. */
+  settle(ops: readonly SettleOp[], globalTargets: readonly string[]): Promise<boolean[]>;
+  /** The raw JSON intake entry of a watched run (null for bare IDs). */
+  entryOf(runId: string): Promise<string | null>;
+}
+
+export function makeSchedule(redis: Redis, prefix: string, streamMaxLen: number): Schedule {
+  const keys = keysFor(prefix);
+  return {
+    keys,
+    async intake(l, nowIso) {
+      const r = (await intakeScript(redis, [keys.intake, keys.schedule, keys.dead], [
+        prefix, l.batch, l.defaultMaxWatchMs, l.maxEntryBytes, l.maxWatchCapMs, nowIso,
+      ])) as number[];
+      return { taken: r[0] ?? 0, accepted: r[1] ?? 0, duplicates: r[2] ?? 0, rejected: r[3] ?? 0 };
+    },
+    async claim(limit, leaseMs) {
+      const r = (await claimScript(redis, [keys.schedule], [prefix, limit, leaseMs])) as (string | number)[];
+      const claims: Claim[] = [];
+      for (let i = 2; i + 4 < r.length; i += 5) {
+        claims.push({
+          runId: String(r[i]),
+          token: String(r[i + 1]),
+          enqueuedAt: Number(r[i + 2]),
+          deadline: Number(r[i + 3]),
+          polls: Number(r[i + 4]),
+        });
+      }
+      const next = Number(r[1]);
+      return { now: Number(r[0]), nextDue: next >= 0 ? next : undefined, claims };
+    },
+    async settle(ops, globalTargets) {
+      if (ops.length === 0) return [];
+      const args: (string | number)[] = [prefix, streamMaxLen, globalTargets.length, ...globalTargets];
+      for (const op of ops) {
+        if (op.kind === 'R') args.push('R', op.runId, op.token, op.delayMs, op.addPolls);
+        else if (op.kind === 'C') args.push('C', op.runId, op.token, op.eventJson, op.eventId);
+        else args.push('D', op.runId, op.token, op.deadJson, '');
+      }
+      const r = (await settleScript(redis, [keys.schedule, keys.events, keys.dead, keys.outbox], args)) as number[];
+      return r.map((v) => v === 1);
+    },
+    async entryOf(runId) {
+      return await redis.hget(keys.run(runId), 'r');
+    },
+  };
+}
