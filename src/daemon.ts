@@ -9,9 +9,14 @@ import { makeLettaClient, type LettaClient } from './letta-client.ts';
 import { makeMetrics, type Metrics } from './metrics.ts';
 import { makePoller, type Poller } from './poller.ts';
 import { connectRedis, redisWarnings } from './redis.ts';
+import { startHttpServer } from './http.ts';
+import { makeOutbox } from './outbox.ts';
 import { makeSchedule, type Schedule, type SettleOp } from './schedule.ts';
 import { logEvent } from './sinks/log.ts';
+import { configuredTargets, makeDeliveryWorker } from './sinks/webhook.ts';
 import { readStatus, type Status } from './status.ts';
+import { makeUrlGuard, type Resolver, type UrlGuard } from './webhook-guard.ts';
+import type { WorkLoop } from './work-loop.ts';
 
 export type DaemonState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
 
@@ -21,8 +26,15 @@ export interface DaemonDeps {
   clock?: Clock;
   /** Letta API transport; tests pass an undici MockAgent. */
   dispatcher?: Dispatcher;
+  /** Transport for configured webhook targets (per-run targets go through the URL guard's). */
+  webhookDispatcher?: Dispatcher;
+  /** DNS for the per-run webhook URL guard; tests inject one. */
+  resolve?: Resolver;
   random?: () => number;
 }
+
+/** A loop that has not turned for this long is stuck (its waits are bounded well below it). */
+const STALL_MS = 30_000;
 
 /**
  * The composition root: builds every part from the config and runs its lifecycle
@@ -39,6 +51,9 @@ export class Daemon {
   #client: LettaClient | undefined;
   #poller: Poller | undefined;
   #intake: IntakeLoop | undefined;
+  #deliveries: WorkLoop | undefined;
+  #guard: UrlGuard | undefined;
+  #http: { port: number; close(): Promise<void> } | undefined;
   readonly #deps: DaemonDeps;
   readonly #clock: Clock;
 
@@ -67,7 +82,7 @@ export class Daemon {
 
     const schedule = makeSchedule(redis, config.redis.keyPrefix, config.events.streamMaxLen);
     this.#schedule = schedule;
-    const globalTargets: string[] = [];
+    const globalTargets = configuredTargets(config.webhooks).map((t) => t.key);
     const settle = makeBatcher<SettleOp, boolean>((ops) => schedule.settle(ops, globalTargets), 256);
     const client = makeLettaClient({
       ...config.letta,
@@ -79,6 +94,23 @@ export class Daemon {
     });
     this.#client = client;
     const eventLog = log.child({ module: 'events' });
+    this.#guard = makeUrlGuard({
+      allowedHosts: config.webhooks.allowedHosts,
+      allowPrivateAddresses: config.webhooks.allowPrivateAddresses,
+      ...(this.#deps.resolve ? { resolve: this.#deps.resolve } : {}),
+    });
+    const deliveries = makeDeliveryWorker({
+      outbox: makeOutbox(redis, config.redis.keyPrefix, schedule.keys),
+      config: config.webhooks,
+      secrets: config.secrets.webhookSecrets,
+      guard: this.#guard,
+      ...(this.#deps.webhookDispatcher ? { dispatcher: this.#deps.webhookDispatcher } : {}),
+      clock: this.#clock,
+      log: log.child({ module: 'webhooks' }),
+      metrics: this.metrics,
+      ...(this.#deps.random ? { random: this.#deps.random } : {}),
+    });
+    this.#deliveries = deliveries;
     const poller = makePoller({
       schedule,
       settle,
@@ -88,7 +120,10 @@ export class Daemon {
       metrics: this.metrics,
       options: { ...config.poll, authPauseMs: config.letta.authPauseMs },
       ...(this.#deps.random ? { random: this.#deps.random } : {}),
-      onEvent: (event) => logEvent(eventLog, event),
+      onEvent: (event) => {
+        logEvent(eventLog, event);
+        deliveries.wake();
+      },
     });
     this.#poller = poller;
     this.#intake = makeIntakeLoop({
@@ -107,6 +142,10 @@ export class Daemon {
     });
     poller.start();
     this.#intake.start();
+    deliveries.start();
+    if (config.http.port !== 0) {
+      this.#http = await startHttpServer(config.http.host, config.http.port, this, log.child({ module: 'http' }));
+    }
     this.#setState('running');
   }
 
@@ -123,14 +162,56 @@ export class Daemon {
           this.log.error({ err }, `error while stopping the ${what}`);
         }
       };
+      const grace = this.#deps.config.shutdownGraceMs;
       await release('intake loop', () => this.#intake?.stop());
-      await release('poller', () => this.#poller?.stop(this.#deps.config.shutdownGraceMs));
+      await Promise.all([
+        release('poller', () => this.#poller?.stop(grace)),
+        release('webhook deliveries', () => this.#deliveries?.stop(grace)),
+      ]);
       await release('Letta client', () => this.#client?.close());
+      await release('webhook guard', () => this.#guard?.close());
+      await release('HTTP server', () => this.#http?.close());
       await release('Redis connection', () => this.#redis?.quit().catch(() => this.#redis?.disconnect()));
       this.#setState(firstError === undefined ? 'stopped' : 'failed');
       if (firstError !== undefined) throw firstError;
     })();
     return this.#stopping;
+  }
+
+  /** Port of the health server (useful when configured as 0 in tests). */
+  get httpPort(): number | undefined {
+    return this.#http?.port;
+  }
+
+  get registry() {
+    return this.metrics.registry;
+  }
+
+  stalledLoops(): string[] {
+    if (this.#state !== 'running') return [];
+    const now = this.#clock.now();
+    const loops: [string, number | undefined][] = [
+      ['intake', this.#intake?.lastBeat],
+      ['polls', this.#poller?.lastBeat],
+      ['webhook deliveries', this.#deliveries?.lastBeat],
+    ];
+    const stalled = loops.filter(([, beat]) => beat !== undefined && now - beat > STALL_MS).map(([name]) => name);
+    if (stalled.length > 0) this.metrics.loopStalls.inc();
+    return stalled;
+  }
+
+  async notReady(): Promise<string[]> {
+    const reasons: string[] = [];
+    if (this.#state !== 'running') reasons.push(`daemon is ${this.#state}`);
+    if (this.#poller?.authPaused) reasons.push('Letta API refuses our credentials (401/403)');
+    const redis = this.#redis;
+    if (!redis || redis.status !== 'ready') reasons.push('Redis is not connected');
+    else {
+      const ping = redis.ping();
+      const answered = await Promise.race([ping.then(() => true, () => false), new Promise<boolean>((r) => setTimeout(r, 1000, false).unref())]);
+      if (!answered) reasons.push('Redis does not answer');
+    }
+    return reasons;
   }
 
   async status(): Promise<Status> {

@@ -5,6 +5,7 @@ import { Redis } from 'ioredis';
 import { loadConfig, type Config } from './config.ts';
 import { Daemon } from './daemon.ts';
 import { DaemonError, isDaemonError } from './errors.ts';
+import { listDead, purgeDead, replayDead, selectDead, type DeadFilter } from './dead.ts';
 import { buildEntry } from './intake.ts';
 import { makeLogger } from './log.ts';
 import { keysFor } from './schedule.ts';
@@ -56,6 +57,8 @@ async function main(argv: string[]): Promise<number> {
       return await enqueue(rest);
     case 'status':
       return await status(rest);
+    case 'dead':
+      return await dead(rest);
     case 'simulate':
       return await simulate(rest);
     default:
@@ -175,6 +178,73 @@ async function status(args: string[]): Promise<number> {
     ['events in stream', s.events],
   ];
   return print(rows.map(([k, v]) => `${k.padEnd(18)}${v}`).join('\n'));
+}
+
+const deadUsage = `Usage: letta-run-watcher dead list [--json] [--limit N]
+       letta-run-watcher dead replay (--all | --index N... | --since ISO_TIME)
+       letta-run-watcher dead purge (--all | --index N... | --before ISO_TIME)
+
+Index 0 is the newest dead letter, as 'dead list' shows. Replay puts a webhook delivery back
+in the outbox (re-enabling an endpoint that answered 410) and an intake entry back on the
+intake list; an entry cut to 1 KiB when it was rejected cannot be replayed and is left.
+`;
+
+async function dead(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === undefined || sub === '--help' || sub === '-h') return print(deadUsage);
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      json: { type: 'boolean' },
+      limit: { type: 'string' },
+      all: { type: 'boolean' },
+      index: { type: 'string', multiple: true },
+      since: { type: 'string' },
+      before: { type: 'string' },
+    },
+  });
+  const time = (flag: string, v: string | undefined) => {
+    if (v !== undefined && Number.isNaN(Date.parse(v))) throw new DaemonError('ERR_USAGE', `--${flag} ${JSON.stringify(v)} is not a time (use ISO 8601)`);
+    return v;
+  };
+  const indexes = (values.index ?? []).map((v) => {
+    if (!/^\d+$/.test(v)) throw new DaemonError('ERR_USAGE', `--index ${JSON.stringify(v)} is not a whole number`);
+    return Number(v);
+  });
+  const limit = values.limit === undefined ? 1000 : Number(values.limit);
+  if (!Number.isInteger(limit) || limit < 1) throw new DaemonError('ERR_USAGE', `--limit ${JSON.stringify(values.limit)} is not a positive whole number`);
+  const filter: DeadFilter = {
+    ...(values.all ? { all: true } : {}),
+    indexes,
+    ...(values.since === undefined ? {} : { since: time('since', values.since) as string }),
+    ...(values.before === undefined ? {} : { before: time('before', values.before) as string }),
+  };
+  if (sub !== 'list' && sub !== 'replay' && sub !== 'purge') throw new DaemonError('ERR_USAGE', `unknown dead command ${JSON.stringify(sub)}; use list, replay or purge`);
+  if (sub !== 'list' && !values.all && indexes.length === 0 && values.since === undefined && values.before === undefined) {
+    throw new DaemonError('ERR_USAGE', `dead ${sub} needs --all, --index N, or a time (--since / --before)`);
+  }
+  const config = loadConfig({ env: process.env });
+  const keys = keysFor(config.redis.keyPrefix);
+  const redis = cliRedis(config);
+  try {
+    const list = await listDead(redis, keys, sub === 'list' ? limit : 1_000_000);
+    if (sub === 'list') {
+      if (values.json) return print(JSON.stringify(list.map(({ raw: _raw, ...d }) => d)));
+      if (list.length === 0) return print('no dead letters');
+      return print(
+        list
+          .map((d) => `${String(d.index).padStart(4)}  ${d.at.padEnd(24)}  ${d.kind.padEnd(8)}  ${d.reason}`)
+          .join('\n'),
+      );
+    }
+    const chosen = selectDead(list, filter);
+    if (sub === 'purge') return print(`purged ${await purgeDead(redis, keys, chosen)} dead letters`);
+    const r = await replayDead(redis, config.redis.keyPrefix, keys, chosen);
+    for (const d of r.skipped) process.stderr.write(`not replayable: #${d.index} ${d.kind} (${d.truncated ? 'entry was cut when stored' : 'unreadable'})\n`);
+    return print(`replayed ${r.replayed} dead letters${r.gone ? ` (${r.gone} already taken by another process)` : ''}`);
+  } finally {
+    redis.disconnect();
+  }
 }
 
 async function simulate(args: string[]): Promise<number> {

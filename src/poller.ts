@@ -1,4 +1,3 @@
-import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Batcher } from './batcher.ts';
 import { nextPollDelay, type CadenceOptions } from './cadence.ts';
@@ -9,9 +8,10 @@ import { buildEvent, type WatchEvent } from './events.ts';
 import type { LettaClient, Run } from './letta-client.ts';
 import type { Metrics } from './metrics.ts';
 import type { Claim, Schedule, SettleOp } from './schedule.ts';
+import { makeWorkLoop } from './work-loop.ts';
 
 /**
- * The poll loop: claim due runs (as many as there is room for), poll each under p-queue's
+ * Polling: claim due runs (as many as there is room for), poll each under the work loop's
  * concurrency and rate limits, then settle it — reschedule, commit its event, or dead-letter
  * it — through the batcher. A run's state never leaves Redis: if this process dies, the
  * lease on each run it held runs out and another replica (or this one, restarted) polls it.
@@ -54,126 +54,41 @@ interface Held {
   /** Local clock time matching the claim's Redis time, to judge the deadline. */
   claimedAtLocal: number;
   claimedAtRedis: number;
-  /** Aborts the poll itself (after the shutdown grace). */
-  controller: AbortController;
-  /** Removes the task from p-queue while it still waits for a slot. */
-  dequeue: AbortController;
-  started: boolean;
-  done: Promise<void>;
 }
-
-/** Upper bound on how long the loop sleeps when nothing is due, so a missed wake costs little. */
-const IDLE_WAIT_MS = 1000;
 
 export function makePoller(d: PollerDeps): Poller {
   const o = d.options;
   const random = d.random ?? Math.random;
   const log = d.log;
-  const queue = new PQueue({
-    concurrency: o.concurrency,
-    ...(o.maxRps > 0
-      ? o.maxRps >= 1
-        ? { intervalCap: Math.floor(o.maxRps), interval: 1000, strict: true }
-        : { intervalCap: 1, interval: Math.round(1000 / o.maxRps), strict: true }
-      : {}),
-  });
-  // Twice the concurrency: polls never wait on a claim round trip, and leases held in the
-  // local backlog stay short.
-  const capacity = o.concurrency * 2;
-  const held = new Map<string, Held>();
-  const stopController = new AbortController();
-  let loopDone: Promise<void> | undefined;
-  let wakeUp: (() => void) | undefined;
   let pausedUntil = 0;
-  let lastBeat = d.clock.now();
 
-  function wake(): void {
-    wakeUp?.();
-  }
+  const loop = makeWorkLoop<Held>({
+    name: 'polls',
+    concurrency: o.concurrency,
+    maxRps: o.maxRps,
+    claimBatch: o.claimBatch,
+    clock: d.clock,
+    log,
+    async claim(limit) {
+      const r = await d.schedule.claim(limit, o.leaseMs);
+      const local = d.clock.now();
+      return {
+        items: r.claims.map((claim) => ({ claim, claimedAtLocal: local, claimedAtRedis: r.now })),
+        idleMs: r.nextDue === undefined ? 1000 : Math.max(5, r.nextDue - r.now),
+      };
+    },
+    process: (h, signal) => pollOne(h, signal),
+    handBack: (h) => reschedule(h, 0, 0),
+    // While 401/403 pauses polling, one probe at a time tells us when credentials work again.
+    claimLimit(free, held) {
+      const wait = pausedUntil - d.clock.now();
+      if (wait <= 0) return { limit: free, waitMs: 0 };
+      return { limit: held === 0 ? 1 : 0, waitMs: wait };
+    },
+  });
 
-  async function idle(ms: number): Promise<void> {
-    const ctl = new AbortController();
-    wakeUp = () => ctl.abort();
-    try {
-      await d.clock.sleep(ms, AbortSignal.any([ctl.signal, stopController.signal]));
-    } catch {
-      // woken or stopping
-    } finally {
-      wakeUp = undefined;
-    }
-  }
-
-  async function loop(): Promise<void> {
-    let failures = 0;
-    while (!stopController.signal.aborted) {
-      lastBeat = d.clock.now();
-      const paused = pausedUntil > lastBeat;
-      // Claim in batches: wait until the local backlog has drained to the running polls.
-      if (held.size > o.concurrency) {
-        await idle(IDLE_WAIT_MS);
-        continue;
-      }
-      // While paused by 401/403, one probe at a time tells us when credentials work again.
-      const limit = paused ? (held.size === 0 ? 1 : 0) : Math.min(capacity - held.size, o.claimBatch);
-      if (limit === 0) {
-        await idle(Math.min(IDLE_WAIT_MS, Math.max(1, pausedUntil - lastBeat)));
-        continue;
-      }
-      let result;
-      try {
-        result = await d.schedule.claim(limit, o.leaseMs);
-        failures = 0;
-      } catch (err) {
-        failures++;
-        if (failures === 1 || failures % 30 === 0) log.error({ err }, 'cannot claim runs from Redis; retrying');
-        await idle(Math.min(5000, 100 * 2 ** Math.min(failures, 6)));
-        continue;
-      }
-      const localNow = d.clock.now();
-      for (const claim of result.claims) start(claim, localNow, result.now);
-      if (paused) {
-        await idle(Math.max(1, pausedUntil - d.clock.now()));
-      } else if (result.claims.length < limit) {
-        const untilNext = result.nextDue === undefined ? IDLE_WAIT_MS : result.nextDue - result.now;
-        await idle(Math.min(IDLE_WAIT_MS, Math.max(5, untilNext)));
-      }
-    }
-  }
-
-  function start(claim: Claim, localNow: number, redisNow: number): void {
-    const dequeue = new AbortController();
-    const h: Held = {
-      claim,
-      claimedAtLocal: localNow,
-      claimedAtRedis: redisNow,
-      controller: new AbortController(),
-      dequeue,
-      started: false,
-      done: Promise.resolve(),
-    };
-    held.set(claim.runId, h);
-    h.done = queue
-      .add(
-        async () => {
-          h.started = true;
-          await pollOne(h);
-        },
-        { signal: dequeue.signal },
-      )
-      .catch(async (err: unknown) => {
-        // Dequeued before it ran (stopping): give the run back at once.
-        if (!h.started) await handBack(h);
-        else log.error({ err, run_id: claim.runId }, 'poll task failed; the run comes due again when its lease ends');
-      })
-      .finally(() => {
-        held.delete(claim.runId);
-        if (held.size <= o.concurrency) wake();
-      });
-  }
-
-  async function pollOne(h: Held): Promise<void> {
+  async function pollOne(h: Held, signal: AbortSignal): Promise<void> {
     const { claim } = h;
-    const signal = h.controller.signal;
     const polls = claim.polls + 1;
     const began = d.clock.now();
     let failure: DaemonError | undefined;
@@ -181,7 +96,7 @@ export function makePoller(d: PollerDeps): Poller {
     try {
       lookup = await d.client.getRun(claim.runId, signal);
     } catch (err) {
-      if (signal.aborted) return await handBack(h);
+      if (signal.aborted) return await reschedule(h, 0, 0);
       failure = isDaemonError(err) ? err : new DaemonError('ERR_API_NETWORK', String(err), { cause: err });
     }
     d.metrics.pollDuration.observe((d.clock.now() - began) / 1000);
@@ -199,7 +114,7 @@ export function makePoller(d: PollerDeps): Poller {
       pausedUntil = 0;
       d.metrics.authPaused.set(0);
       log.warn('Letta API accepts our credentials again; polling resumes');
-      wake();
+      loop.wake();
     }
     switch (lookup.kind) {
       case 'found': {
@@ -248,15 +163,6 @@ export function makePoller(d: PollerDeps): Poller {
     if (!ok) d.metrics.leasesLost.inc();
   }
 
-  async function handBack(h: Held): Promise<void> {
-    try {
-      await reschedule(h, 0, 0);
-    } catch (err) {
-      // The lease will run out by itself; nothing is lost.
-      log.warn({ err, run_id: h.claim.runId }, 'could not hand back a run; it comes due when its lease ends');
-    }
-  }
-
   async function commit(h: Held, type: EventType, run: Run | null, polls: number): Promise<void> {
     const { claim } = h;
     const entry = await d.schedule.entryOf(claim.runId);
@@ -283,35 +189,17 @@ export function makePoller(d: PollerDeps): Poller {
   }
 
   return {
-    start() {
-      loopDone ??= loop();
-    },
-    wake,
-    async stop(graceMs) {
-      stopController.abort();
-      wake();
-      await loopDone;
-      // Not started yet: take them out of the queue, which hands them back.
-      for (const h of held.values()) if (!h.started) h.dequeue.abort();
-      const all = () => Promise.all([...held.values()].map((h) => h.done));
-      const graceOver = new AbortController();
-      const timer = d.clock.sleep(graceMs, graceOver.signal).then(() => 'timeout' as const, () => 'done' as const);
-      const first = await Promise.race([all().then(() => 'done' as const), timer]);
-      graceOver.abort();
-      if (first === 'timeout' && held.size > 0) {
-        log.warn({ in_flight: held.size }, 'shutdown grace ran out; handing back unfinished polls');
-        for (const h of held.values()) h.controller.abort();
-        await all();
-      }
-    },
+    start: () => loop.start(),
+    wake: () => loop.wake(),
+    stop: (graceMs) => loop.stop(graceMs),
     get inFlight() {
-      return held.size;
+      return loop.held;
     },
     get authPaused() {
       return pausedUntil > d.clock.now();
     },
     get lastBeat() {
-      return lastBeat;
+      return loop.lastBeat;
     },
   };
 }

@@ -7,10 +7,14 @@ import type { Redis } from 'ioredis';
  *   P:intake           LIST   producers LPUSH; we take from the right (FIFO)
  *   P:schedule         ZSET   run id -> next poll time (ms, Redis clock)
  *   P:run:<id>         HASH   e enqueued ms, d deadline ms, p polls, c claim counter (fence),
- *                             r the raw JSON entry (for metadata), w per-run webhook URLs (\n-joined)
+ *                             r the raw JSON entry (for metadata), w per-run webhook targets,
+ *                             \n-joined, each "u:<url>" (event format) or "l:<url>" (Letta format)
  *   P:events           STREAM one entry per event, field `event`
- *   P:outbox           ZSET   "<event id>\n<target>" -> next delivery attempt time
- *   P:evt:<event id>   HASH   ev the event JSON, n deliveries left, a:<target> attempts made
+ *   P:outbox           ZSET   "<event id>\n<target>" -> next delivery attempt time; a target is
+ *                             "g:<name>" (configured) or "u:<url>" / "l:<url>" (per run)
+ *   P:evt:<event id>   HASH   ev the event JSON, n deliveries left, a:<target> attempts made,
+ *                             c:<target> claim counter (fence), s:<target> last failure
+ *   P:disabled         SET    endpoint URLs that answered 410 Gone
  *   P:dead             LIST   rejected intake entries, exhausted deliveries
  *
  * Leases: a claim pushes a run's score out by the lease and bumps its claim counter `c`. The
@@ -73,7 +77,8 @@ for _ = 1, batch do
         reject(raw, 'max_watch_ms is not a whole number of milliseconds from 1 to ' .. max_cap)
       else
         id = obj.run_id
-        if present(obj.webhook_url) then url = obj.webhook_url elseif present(obj.callback_url) then url = obj.callback_url end
+        -- A callback_url target gets Letta's callback body, so its receiver works unchanged.
+        if present(obj.webhook_url) then url = 'u:' .. obj.webhook_url elseif present(obj.callback_url) then url = 'l:' .. obj.callback_url end
         if present(obj.max_watch_ms) then max_watch = obj.max_watch_ms end
         if present(obj.metadata) then keep = s end
       end
@@ -165,12 +170,16 @@ while i + 4 <= #ARGV do
       end
       local w = redis.call('HGET', key, 'w')
       if w then
-        for url in string.gmatch(w, '[^\\n]+') do
-          redis.call('ZADD', KEYS[4], now, b .. '\\nu:' .. url)
+        for target in string.gmatch(w, '[^\\n]+') do
+          redis.call('ZADD', KEYS[4], now, b .. '\\n' .. target)
           n = n + 1
         end
       end
-      if n > 0 then redis.call('HSET', prefix .. ':evt:' .. b, 'ev', a, 'n', n) end
+      if n > 0 then
+        local ek = prefix .. ':evt:' .. b
+        redis.call('HSET', ek, 'ev', a)
+        redis.call('HINCRBY', ek, 'n', n)
+      end
       redis.call('DEL', key)
       redis.call('ZREM', KEYS[1], id)
     elseif kind == 'D' then
@@ -184,10 +193,10 @@ end
 return out
 `;
 
-type Script = (redis: Redis, keys: string[], args: (string | number)[]) => Promise<unknown>;
+export type Script = (redis: Redis, keys: string[], args: (string | number)[]) => Promise<unknown>;
 
 /** EVALSHA with a fallback to EVAL when Redis lost its script cache (restart, failover). */
-function script(source: string): Script {
+export function script(source: string): Script {
   const sha = createHash('sha1').update(source).digest('hex');
   return async (redis, keys, args) => {
     try {
