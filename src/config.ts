@@ -148,13 +148,21 @@ export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: L
     if (raw === undefined || raw.trim() === '') continue;
     const secret = kind === 'secret' || kind === 'secretList';
     // URLs may carry credentials (redis://:password@host): echo them with the userinfo masked.
-    origin.set(path, secret ? { name } : { name, raw: raw.replace(/\/\/[^@/]*@/, '//***@') });
+    origin.set(path, secret ? { name } : { name, raw: maskUserinfo(raw) });
     setPath(merged, path, envValue(raw, kind));
   }
 
   const result = schema.safeParse(merged);
   if (!result.success) {
     for (const issue of result.error.issues) {
+      if (issue.code === 'unrecognized_keys') {
+        // zod points at the parent object; name the keys themselves, and the file they came from.
+        for (const key of issue.keys) {
+          const keyPath = [...issue.path.map(String), key].join('.');
+          problems.push(`${file && origin.has(keyPath) ? `${file}: ` : ''}${keyPath}: unknown setting`);
+        }
+        continue;
+      }
       const path = issue.path.join('.');
       const from = originOf(origin, issue.path.map(String));
       const label = from?.name ?? (path || '(root)');
@@ -169,6 +177,11 @@ export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: L
     throw new DaemonError('ERR_CONFIG', `invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
   }
   return deepFreeze(result.data);
+}
+
+/** Everything up to the last "@" of the authority is userinfo (a password may hold an "@"). */
+function maskUserinfo(raw: string): string {
+  return raw.replace(/\/\/[^/?#]*@/, '//***@');
 }
 
 function envValue(raw: string, kind: EnvKind): unknown {

@@ -22,7 +22,8 @@ export function buildEntry(runId: string, o: EntryOptions = {}): string {
   if (!RUN_ID_PATTERN.test(runId)) {
     throw new DaemonError('ERR_USAGE', `run ID ${JSON.stringify(runId)} does not match ${RUN_ID_PATTERN.source}`);
   }
-  if (o.webhookUrl !== undefined && !/^https?:\/\/[^\s/?#]+/i.test(o.webhookUrl)) {
+  // The same rule as the intake script: http(s), no white space or control characters, ≤ 2048.
+  if (o.webhookUrl !== undefined && (!/^https?:\/\/[^\s/?#]+/i.test(o.webhookUrl) || o.webhookUrl.length > 2048 || /[\s\x00-\x1f\x7f]/.test(o.webhookUrl))) {
     throw new DaemonError('ERR_USAGE', `--webhook ${JSON.stringify(o.webhookUrl)} is not an http(s) URL`);
   }
   if (o.maxWatchMs !== undefined && (!Number.isInteger(o.maxWatchMs) || o.maxWatchMs < 1)) {

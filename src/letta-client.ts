@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { classifyStatus, isTransientNetworkError, parseRetryAfter } from './classify.ts';
 import type { Clock } from './clock.ts';
 import { DaemonError, isDaemonError } from './errors.ts';
+import { RUN_ID_PATTERN } from './intake.ts';
 
 /**
  * The Run as Letta returns it. Nearly every field is nullable in the spec and the API has
@@ -117,6 +118,8 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
 
   return {
     async getRun(runId, signal) {
+      // Intake enforces this already; checked again so no ID ("..", "a/b") can leave /v1/runs/.
+      if (!RUN_ID_PATTERN.test(runId)) return { kind: 'bad_id', status: 400 };
       const url = `${base}/v1/runs/${encodeURIComponent(runId)}`;
       // p-retry wraps only the transport; parsing happens after it, since a ZodError would
       // otherwise look like a retryable failure.

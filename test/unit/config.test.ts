@@ -1,0 +1,218 @@
+import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { loadConfig } from '../../src/config.ts';
+import type { Env } from '../../src/config.ts';
+import { isDaemonError } from '../../src/errors.ts';
+
+const defaults = JSON.parse(readFileSync(new URL('../../config/default.json', import.meta.url), 'utf8')) as Record<string, unknown>;
+
+/** readFile that serves only the given files and fails loudly on any other path. */
+function files(map: Record<string, string>): (path: string) => string {
+  return (path) => {
+    const text = map[path];
+    if (text === undefined) throw new Error(`unexpected read of ${path}`);
+    return text;
+  };
+}
+
+/** The ERR_CONFIG message loadConfig throws for this input (fails the test if it does not throw). */
+function configError(env: Env, readFile?: (path: string) => string): string {
+  try {
+    loadConfig(readFile ? { env, readFile } : { env });
+  } catch (err) {
+    expect(isDaemonError(err, 'ERR_CONFIG')).toBe(true);
+    return (err as Error).message;
+  }
+  throw new Error('expected loadConfig to throw');
+}
+
+describe('loadConfig defaults', () => {
+  it('loads config/default.json with no environment', () => {
+    const c = loadConfig({ env: {} });
+    const { secrets, ...rest } = c;
+    expect(rest).toEqual(defaults);
+    expect(secrets).toEqual({ webhookSecrets: [] });
+    expect(c.letta.baseUrl).toBe('https://api.letta.com');
+    expect(c.redis.url).toBe('redis://127.0.0.1:6379');
+    expect(c.redis.keyPrefix).toBe('letta-watch');
+  });
+
+  it('returns a deeply frozen config', () => {
+    const c = loadConfig({ env: {} });
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.poll)).toBe(true);
+    expect(Object.isFrozen(c.webhooks.scheduleMs)).toBe(true);
+    expect(Object.isFrozen(c.secrets)).toBe(true);
+    expect(() => {
+      (c.poll as { concurrency: number }).concurrency = 1;
+    }).toThrow(TypeError);
+    expect(() => (c.webhooks.urls as string[]).push('https://x.test')).toThrow(TypeError);
+  });
+
+  it('does not let one load change the next', () => {
+    loadConfig({ env: { WATCHER_CONCURRENCY: '7' } });
+    expect(loadConfig({ env: {} }).poll.concurrency).toBe(32);
+  });
+
+  it('ignores empty and blank variables', () => {
+    const c = loadConfig({ env: { WATCHER_CONCURRENCY: '', LETTA_API_KEY: '  ', WATCHER_WEBHOOK_URLS: '' } });
+    expect(c.poll.concurrency).toBe(32);
+    expect(c.secrets.lettaApiKey).toBeUndefined();
+    expect(c.webhooks.urls).toEqual([]);
+  });
+});
+
+describe('loadConfig environment', () => {
+  it('reads numbers, trimming spaces', () => {
+    const c = loadConfig({
+      env: { WATCHER_CONCURRENCY: ' 64 ', WATCHER_POLL_FACTOR: '1.5', WATCHER_POLL_JITTER: '0', WATCHER_HTTP_PORT: '0', WATCHER_MAX_RPS: '12.5' },
+    });
+    expect(c.poll.concurrency).toBe(64);
+    expect(c.poll.factor).toBe(1.5);
+    expect(c.poll.jitter).toBe(0);
+    expect(c.http.port).toBe(0);
+    expect(c.poll.maxRps).toBe(12.5);
+  });
+
+  it('reads strings', () => {
+    const c = loadConfig({
+      env: { LETTA_BASE_URL: 'http://letta:8283', REDIS_URL: 'rediss://:pw@redis:6380/2', WATCHER_KEY_PREFIX: '{letta-watch}', WATCHER_LOG_LEVEL: 'debug' },
+    });
+    expect(c.letta.baseUrl).toBe('http://letta:8283');
+    expect(c.redis.url).toBe('rediss://:pw@redis:6380/2');
+    expect(c.redis.keyPrefix).toBe('{letta-watch}');
+    expect(c.log.level).toBe('debug');
+  });
+
+  it('splits comma lists, trimming and dropping empty items', () => {
+    const c = loadConfig({ env: { WATCHER_WEBHOOK_URLS: 'https://a.test/hook, http://b.test:8080/x ,,', WATCHER_WEBHOOK_ALLOWED_HOSTS: 'a.test,b.test' } });
+    expect(c.webhooks.urls).toEqual(['https://a.test/hook', 'http://b.test:8080/x']);
+    expect(c.webhooks.allowedHosts).toEqual(['a.test', 'b.test']);
+  });
+
+  it('splits webhook secrets on any whitespace, for rotation', () => {
+    const c = loadConfig({ env: { WATCHER_WEBHOOK_SECRET: ' whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw==  whsec_b2xkc2VjcmV0\nwhsec_dGhpcmQ= ' } });
+    expect(c.secrets.webhookSecrets).toEqual(['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw==', 'whsec_b2xkc2VjcmV0', 'whsec_dGhpcmQ=']);
+  });
+
+  it('takes the Letta API key from LETTA_API_KEY', () => {
+    expect(loadConfig({ env: { LETTA_API_KEY: 'sk-let-abc' } }).secrets.lettaApiKey).toBe('sk-let-abc');
+  });
+});
+
+describe('loadConfig WATCHER_CONFIG file', () => {
+  it('overrides defaults key by key, keeping the rest of each section', () => {
+    const c = loadConfig({
+      env: { WATCHER_CONFIG: '/etc/watcher.json' },
+      readFile: files({ '/etc/watcher.json': JSON.stringify({ poll: { concurrency: 5, initialMs: 500 }, webhooks: { urls: ['https://file.test/h'] } }) }),
+    });
+    expect(c.poll.concurrency).toBe(5);
+    expect(c.poll.initialMs).toBe(500);
+    expect(c.poll.maxMs).toBe(30_000);
+    expect(c.webhooks.urls).toEqual(['https://file.test/h']);
+    expect(c.webhooks.concurrency).toBe(16);
+  });
+
+  it('is overridden by the environment', () => {
+    const c = loadConfig({
+      env: { WATCHER_CONFIG: '/etc/watcher.json', WATCHER_CONCURRENCY: '7', WATCHER_WEBHOOK_URLS: 'https://env.test/h' },
+      readFile: files({ '/etc/watcher.json': JSON.stringify({ poll: { concurrency: 5, initialMs: 500 }, webhooks: { urls: ['https://file.test/h'] } }) }),
+    });
+    expect(c.poll.concurrency).toBe(7);
+    expect(c.poll.initialMs).toBe(500);
+    expect(c.webhooks.urls).toEqual(['https://env.test/h']);
+  });
+
+  it('applies defaults inside webhook targets', () => {
+    const c = loadConfig({
+      env: { WATCHER_CONFIG: '/w.json' },
+      readFile: files({ '/w.json': JSON.stringify({ webhooks: { targets: [{ url: 'https://t.test/h', name: 'ops' }] } }) }),
+    });
+    expect(c.webhooks.targets).toEqual([{ url: 'https://t.test/h', name: 'ops', format: 'event', headers: {} }]);
+  });
+
+  it('refuses a secrets key in the file', () => {
+    const msg = configError(
+      { WATCHER_CONFIG: '/w.json' },
+      files({ '/w.json': JSON.stringify({ secrets: { lettaApiKey: 'sk-let-in-a-file' } }) }),
+    );
+    expect(msg).toMatch(/secrets/);
+    expect(msg).toContain('/w.json');
+    expect(msg).not.toContain('sk-let-in-a-file');
+  });
+
+  it('reports an unknown key in the file', () => {
+    const msg = configError({ WATCHER_CONFIG: '/w.json' }, files({ '/w.json': JSON.stringify({ poll: { concurency: 5 }, pol: {} }) }));
+    expect(msg).toContain('concurency');
+    expect(msg).toContain('pol');
+  });
+
+  it('names the file and the key for a bad value from the file', () => {
+    const msg = configError({ WATCHER_CONFIG: '/w.json' }, files({ '/w.json': JSON.stringify({ poll: { concurrency: 0 } }) }));
+    expect(msg).toContain('/w.json');
+    expect(msg).toContain('poll.concurrency');
+  });
+
+  it('reports a file that is not JSON, or not an object', () => {
+    expect(configError({ WATCHER_CONFIG: '/w.json' }, files({ '/w.json': '{ nope' }))).toContain('/w.json');
+    expect(configError({ WATCHER_CONFIG: '/w.json' }, files({ '/w.json': '[1, 2]' }))).toContain('/w.json');
+  });
+});
+
+describe('loadConfig errors', () => {
+  it('names every bad key in one ERR_CONFIG error, by environment variable', () => {
+    const msg = configError({
+      WATCHER_CONCURRENCY: 'lots',
+      WATCHER_POLL_JITTER: '2',
+      LETTA_BASE_URL: 'ftp://letta.test',
+      WATCHER_LOG_LEVEL: 'chatty',
+      WATCHER_HTTP_PORT: '70000',
+      WATCHER_WEBHOOK_URLS: 'https://ok.test,not a url',
+    });
+    for (const name of ['WATCHER_CONCURRENCY', 'WATCHER_POLL_JITTER', 'LETTA_BASE_URL', 'WATCHER_LOG_LEVEL', 'WATCHER_HTTP_PORT', 'WATCHER_WEBHOOK_URLS']) {
+      expect(msg).toContain(name);
+    }
+    // Named as the user wrote it, not by the internal config path.
+    expect(msg).not.toContain('poll.concurrency');
+    expect(msg).not.toContain('letta.baseUrl');
+  });
+
+  it('reports a poll maximum below the initial interval', () => {
+    const msg = configError({ WATCHER_POLL_INITIAL_MS: '5000', WATCHER_POLL_MAX_MS: '1000' });
+    expect(msg).toContain('WATCHER_POLL_MAX_MS');
+  });
+
+  it('never shows a bad WATCHER_WEBHOOK_SECRET value', () => {
+    const msg = configError({ WATCHER_WEBHOOK_SECRET: 'whsec_dGhpcmQ= hunter2-not-a-whsec' });
+    expect(msg).toContain('WATCHER_WEBHOOK_SECRET');
+    expect(msg).not.toContain('hunter2');
+    expect(msg).not.toContain('whsec_dGhpcmQ=');
+  });
+
+  it('never shows LETTA_API_KEY when reporting other problems', () => {
+    const msg = configError({ LETTA_API_KEY: 'sk-let-very-secret', WATCHER_CONCURRENCY: 'x', LETTA_BASE_URL: 'nope' });
+    expect(msg).not.toContain('sk-let-very-secret');
+    expect(msg).not.toContain('very-secret');
+  });
+
+  it('masks the password of a bad REDIS_URL', () => {
+    const msg = configError({ REDIS_URL: 'http://:hunter2@redis.test:6379' });
+    expect(msg).toContain('REDIS_URL');
+    expect(msg).toContain('redis.test');
+    expect(msg).not.toContain('hunter2');
+  });
+
+  it('masks user and password of a bad REDIS_URL', () => {
+    const msg = configError({ REDIS_URL: 'redis//default:hunter2@redis.test:6379' });
+    expect(msg).toContain('REDIS_URL');
+    expect(msg).not.toContain('hunter2');
+  });
+
+  it('masks all of a bad REDIS_URL password that contains an unencoded "@"', () => {
+    // Node's URL parser accepts this (the last "@" ends the userinfo), so users do write it.
+    const msg = configError({ REDIS_URL: 'http://:s3cr@t-pass@redis.test:6379' });
+    expect(msg).toContain('REDIS_URL');
+    expect(msg).not.toContain('s3cr');
+    expect(msg).not.toContain('t-pass');
+  });
+});
