@@ -170,8 +170,17 @@ export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: L
       problems.push(`${label}: ${issue.message}${got}`);
     }
   }
-  if (result.success && result.data.poll.maxMs < result.data.poll.initialMs) {
-    problems.push(`WATCHER_POLL_MAX_MS: must be at least WATCHER_POLL_INITIAL_MS (${result.data.poll.initialMs})`);
+  if (result.success) {
+    const { poll, letta, webhooks } = result.data;
+    if (poll.maxMs < poll.initialMs) problems.push(`WATCHER_POLL_MAX_MS: must be at least WATCHER_POLL_INITIAL_MS (${poll.initialMs})`);
+    // A lease shorter than one poll's worst case would let a second replica poll the same run.
+    const worstPoll = letta.requestTimeoutMs * (letta.retries + 1) + (letta.retryMaxMs + letta.retryAfterCapMs) * letta.retries;
+    if (poll.leaseMs <= worstPoll) {
+      problems.push(`poll.leaseMs: must exceed the longest a poll can take with its retries (${worstPoll} ms with these settings)`);
+    }
+    if (webhooks.leaseMs <= webhooks.attemptTimeoutMs) {
+      problems.push(`webhooks.leaseMs: must exceed webhooks.attemptTimeoutMs (${webhooks.attemptTimeoutMs} ms)`);
+    }
   }
   if (problems.length > 0 || !result.success) {
     throw new DaemonError('ERR_CONFIG', `invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);

@@ -248,13 +248,39 @@ async function dead(args: string[]): Promise<number> {
 }
 
 async function simulate(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) return print(simulatorUsage);
+  if (args.includes('--help') || args.includes('-h')) return print(`${simulatorUsage}  --feed-every-ms N       Also create a run every N ms and push it onto the watcher's intake list
+                         (REDIS_URL, WATCHER_KEY_PREFIX), so a compose stack shows events flowing
+`);
+  const at = args.indexOf('--feed-every-ms');
+  let feedMs: number | undefined;
+  if (at >= 0) {
+    const raw = args[at + 1] ?? '';
+    if (!/^\d+$/.test(raw) || Number(raw) < 10) throw new DaemonError('ERR_USAGE', `--feed-every-ms: expected a whole number ≥ 10, got ${JSON.stringify(raw)}`);
+    feedMs = Number(raw);
+    args = [...args.slice(0, at), ...args.slice(at + 2)];
+  }
   const sim = await startSimulator(parseSimulatorArgs(args, process.env));
   process.stdout.write(`Letta simulator listening on ${sim.url}\n`);
+  let feeder: NodeJS.Timeout | undefined;
+  let redis: Redis | undefined;
+  if (feedMs !== undefined) {
+    const config = loadConfig({ env: process.env });
+    const intake = keysFor(config.redis.keyPrefix).intake;
+    const r = new Redis(config.redis.url, { maxRetriesPerRequest: null });
+    r.on('error', () => {});
+    redis = r;
+    feeder = setInterval(() => {
+      const run = sim.createRun();
+      r.lpush(intake, run.id).catch(() => {});
+    }, feedMs);
+    process.stdout.write(`feeding a run every ${feedMs} ms into ${intake}\n`);
+  }
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', () => resolve());
     process.once('SIGINT', () => resolve());
   });
+  clearInterval(feeder);
+  redis?.disconnect();
   await sim.close();
   return EXIT_OK;
 }
