@@ -83,7 +83,8 @@ export class Daemon {
     const schedule = makeSchedule(redis, config.redis.keyPrefix, config.events.streamMaxLen);
     this.#schedule = schedule;
     const globalTargets = configuredTargets(config.webhooks).map((t) => t.key);
-    const settle = makeBatcher<SettleOp, boolean>((ops) => schedule.settle(ops, globalTargets), 256);
+    const firstDelivery = config.webhooks.scheduleMs[0] ?? 0;
+    const settle = makeBatcher<SettleOp, boolean>((ops) => schedule.settle(ops, globalTargets, firstDelivery), 256);
     const client = makeLettaClient({
       ...config.letta,
       apiKey: config.secrets.lettaApiKey,

@@ -138,8 +138,9 @@ return out
 `;
 
 /**
- * KEYS: schedule, events, dead, outbox. ARGV: prefix, stream max length, number of global
- * targets G, G target names, then 5 values per op: kind, run id, token, a, b.
+ * KEYS: schedule, events, dead, outbox. ARGV: prefix, stream max length, delay of the first
+ * delivery attempt (ms), number of global targets G, G target names, then 5 values per op:
+ * kind, run id, token, a, b.
  *   R  reschedule: a = delay ms, b = polls to add
  *   C  commit:     a = event JSON, b = event id. Appends the event, records one delivery per
  *                  global target and per-run URL, and drops the run: all or nothing.
@@ -147,9 +148,9 @@ return out
  * Returns one 1 (done) or 0 (fenced: the lease was lost) per op.
  */
 const SETTLE = `${NOW}
-local prefix, maxlen, g = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local prefix, maxlen, first, g = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
-local i = 4 + g
+local i = 5 + g
 while i + 4 <= #ARGV do
   local kind, id, token, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   i = i + 5
@@ -164,14 +165,14 @@ while i + 4 <= #ARGV do
     elseif kind == 'C' then
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'event', a)
       local n = 0
-      for t = 4, 3 + g do
-        redis.call('ZADD', KEYS[4], now, b .. '\\n' .. ARGV[t])
+      for t = 5, 4 + g do
+        redis.call('ZADD', KEYS[4], now + first, b .. '\\n' .. ARGV[t])
         n = n + 1
       end
       local w = redis.call('HGET', key, 'w')
       if w then
         for target in string.gmatch(w, '[^\\n]+') do
-          redis.call('ZADD', KEYS[4], now, b .. '\\n' .. target)
+          redis.call('ZADD', KEYS[4], now + first, b .. '\\n' .. target)
           n = n + 1
         end
       end
@@ -276,7 +277,7 @@ export interface Schedule {
   intake(limits: IntakeLimits, nowIso: string): Promise<IntakeResult>;
   claim(limit: number, leaseMs: number): Promise<ClaimResult>;
   /** Applies many ops in one round trip; true per op that held its lease. */
-  settle(ops: readonly SettleOp[], globalTargets: readonly string[]): Promise<boolean[]>;
+  settle(ops: readonly SettleOp[], globalTargets: readonly string[], firstDeliveryMs?: number): Promise<boolean[]>;
   /** The raw JSON intake entry of a watched run (null for bare IDs). */
   entryOf(runId: string): Promise<string | null>;
 }
@@ -306,9 +307,9 @@ export function makeSchedule(redis: Redis, prefix: string, streamMaxLen: number)
       const next = Number(r[1]);
       return { now: Number(r[0]), nextDue: next >= 0 ? next : undefined, claims };
     },
-    async settle(ops, globalTargets) {
+    async settle(ops, globalTargets, firstDeliveryMs = 0) {
       if (ops.length === 0) return [];
-      const args: (string | number)[] = [prefix, streamMaxLen, globalTargets.length, ...globalTargets];
+      const args: (string | number)[] = [prefix, streamMaxLen, firstDeliveryMs, globalTargets.length, ...globalTargets];
       for (const op of ops) {
         if (op.kind === 'R') args.push('R', op.runId, op.token, op.delayMs, op.addPolls);
         else if (op.kind === 'C') args.push('C', op.runId, op.token, op.eventJson, op.eventId);

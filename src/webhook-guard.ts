@@ -27,7 +27,8 @@ for (const [net, prefix] of [
   ['224.0.0.0', 4], ['240.0.0.0', 4],
 ] as const) blocked.addSubnet(net, prefix, 'ipv4');
 for (const [net, prefix] of [
-  ['::', 128], ['::1', 128], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8], ['64:ff9b::', 96], ['2001:db8::', 32],
+  // ::/96 holds ::, ::1 and the deprecated IPv4-compatible forms (::10.0.0.1 = ::a00:1).
+  ['::', 96], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8], ['64:ff9b::', 96], ['2001:db8::', 32],
 ] as const) blocked.addSubnet(net, prefix, 'ipv6');
 
 /** True for addresses a webhook must not reach by default (metadata 169.254.169.254 included). */
@@ -35,7 +36,7 @@ export function isPrivateAddress(address: string): boolean {
   const family = isIP(address);
   if (family === 4) return blocked.check(address, 'ipv4');
   if (family !== 6) return true;
-  // IPv4-mapped (::ffff:10.0.0.1) and IPv4-compatible forms hide a v4 address.
+  // IPv4-mapped addresses (::ffff:10.0.0.1) hide a v4 address; judge that one.
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   if (mapped?.[1]) return blocked.check(mapped[1], 'ipv4');
   if (/^::ffff:/i.test(address)) return true;

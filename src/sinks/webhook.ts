@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Webhook } from 'standardwebhooks';
-import { request, type Dispatcher } from 'undici';
+import { Agent, request, type Dispatcher } from 'undici';
 import { makeBatcher } from '../batcher.ts';
 import { parseRetryAfter } from '../classify.ts';
 import type { Clock } from '../clock.ts';
@@ -49,14 +49,20 @@ const BULKY_RUN_FIELDS = ['request_config', 'metadata', 'callback_error'];
 
 /** The request body for a target; over `maxBytes`, bulky parts go and `data.truncated` says which. */
 export function renderBody(event: WatchEvent, format: 'event' | 'letta', maxBytes: number): string {
-  if (format === 'letta') return JSON.stringify(lettaCallbackBody(event));
+  if (format === 'letta') {
+    // Letta's shape has no room for a note; an oversized body loses its metadata.
+    const body = JSON.stringify(lettaCallbackBody(event));
+    return Buffer.byteLength(body) <= maxBytes ? body : JSON.stringify({ ...lettaCallbackBody(event), metadata: null });
+  }
   let body = JSON.stringify(event);
   if (Buffer.byteLength(body) <= maxBytes) return body;
   const dropped: string[] = [];
   const run = event.data.run ? { ...event.data.run } : null;
   if (run) {
-    for (const f of BULKY_RUN_FIELDS) if (f in run) {
-      delete (run as Record<string, unknown>)[f];
+    for (const f of BULKY_RUN_FIELDS) {
+      const fields = run as Record<string, unknown>;
+      if (fields[f] == null) continue;
+      delete fields[f];
       dropped.push(`run.${f}`);
     }
   }
@@ -96,6 +102,24 @@ export interface DeliveryDeps {
 
 const RESPECT_RETRY_AFTER = new Set([429, 502, 503, 504]);
 
+/** Reads at most `limit` bytes of a response for the dead-letter record, then drops the rest. */
+async function readSnippet(body: Dispatcher.ResponseData['body'], limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      chunks.push(chunk as Buffer);
+      size += (chunk as Buffer).length;
+      if (size >= limit) break;
+    }
+  } catch {
+    // a broken body still tells us the status
+  } finally {
+    body.destroy();
+  }
+  return Buffer.concat(chunks).subarray(0, limit).toString('utf8');
+}
+
 export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
   const c = d.config;
   const random = d.random ?? Math.random;
@@ -105,6 +129,10 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
   const inFlight = new Map<string, number>();
   const settle = makeBatcher<DeliveryOp, boolean>((ops) => d.outbox.settle(ops), 256);
   const log = d.log;
+  // Configured targets are the operator's and may well be on a private network: they go
+  // through a plain agent. Per-run targets go through the guard's agent, which re-checks
+  // addresses when it connects.
+  const trusted = d.dispatcher ?? new Agent({ keepAliveTimeout: 10_000 });
 
   function jittered(ms: number): number {
     return Math.round(ms * (1 + c.jitter * (2 * random() - 1)));
@@ -168,10 +196,10 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
         headers,
         body,
         signal: AbortSignal.any([signal, timeout]),
-        dispatcher: target.perRun ? d.guard.dispatcher : (d.dispatcher ?? d.guard.dispatcher),
+        dispatcher: target.perRun ? d.guard.dispatcher : trusted,
       });
       status = res.statusCode;
-      detail = (await res.body.text().catch(() => '')).slice(0, 512);
+      detail = await readSnippet(res.body, 512);
       retryAfterMs = parseRetryAfter(res.headers['retry-after'], d.clock.now());
     } catch (err) {
       if (signal.aborted) return await settle.add({ kind: 'B', member, token, delayMs: 0 }).then(() => undefined);
@@ -208,7 +236,7 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
     return await finish({ kind: 'F', member, token, delayMs: delay, attempts: attempt }, 'retry');
   }
 
-  return makeWorkLoop<DeliveryClaim>({
+  const loop = makeWorkLoop<DeliveryClaim>({
     name: 'webhook deliveries',
     concurrency: c.concurrency,
     claimBatch: c.concurrency * 2,
@@ -223,4 +251,18 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
       await settle.add({ kind: 'B', member: claim.member, token: claim.token, delayMs: 0 });
     },
   });
+  return {
+    start: () => loop.start(),
+    wake: () => loop.wake(),
+    async stop(graceMs) {
+      await loop.stop(graceMs);
+      if (!d.dispatcher) await trusted.close();
+    },
+    get held() {
+      return loop.held;
+    },
+    get lastBeat() {
+      return loop.lastBeat;
+    },
+  };
 }
