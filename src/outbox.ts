@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { script, type Keys } from './schedule.ts';
+import { randomUUID } from 'node:crypto';
+import { LAST_CLAIM, script, type Keys } from './schedule.ts';
 
 /**
  * The webhook outbox: one member per (event, target) in P:outbox, scored by the next attempt
@@ -14,30 +15,49 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 
 /**
- * KEYS: outbox, disabled. ARGV: prefix, limit, lease ms. Returns now, then
- * member/token/attempts/disabled/event JSON per delivery.
+ * KEYS: outbox, disabled, last-claim key. ARGV: prefix, limit, lease ms, claim id. Returns now,
+ * then member/token/attempts/disabled/event JSON per delivery. A re-sent claim (same id)
+ * returns the same deliveries; see LAST_CLAIM in schedule.ts.
  */
-const CLAIM = `${NOW}
-local prefix, limit, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+const CLAIM = `${NOW}${LAST_CLAIM}
+local prefix, limit, lease, claim_id = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local out = {now}
-for _, m in ipairs(members) do
+local function emit(m, ek, target, token, ev)
+  out[#out + 1] = m
+  out[#out + 1] = token
+  out[#out + 1] = redis.call('HGET', ek, 'a:' .. target) or '0'
+  out[#out + 1] = redis.call('SISMEMBER', KEYS[2], target)
+  out[#out + 1] = ev
+end
+local function split(m)
   local sep = string.find(m, '\\n', 1, true)
-  local ek = prefix .. ':evt:' .. string.sub(m, 1, sep - 1)
-  local target = string.sub(m, sep + 1)
+  return prefix .. ':evt:' .. string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
+end
+local again = replayed(KEYS[3], claim_id)
+if again then
+  for _, m in ipairs(again) do
+    local ek, target = split(m)
+    local ev = redis.call('HGET', ek, 'ev')
+    local token = redis.call('HGET', ek, 'c:' .. target)
+    if ev and token then emit(m, ek, target, token, ev) end
+  end
+  return out
+end
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+local claimed = {}
+for _, m in ipairs(members) do
+  local ek, target = split(m)
   local ev = redis.call('HGET', ek, 'ev')
   if not ev then
     redis.call('ZREM', KEYS[1], m)
   else
     local token = redis.call('HINCRBY', ek, 'c:' .. target, 1)
     redis.call('ZADD', KEYS[1], now + lease, m)
-    out[#out + 1] = m
-    out[#out + 1] = token
-    out[#out + 1] = redis.call('HGET', ek, 'a:' .. target) or '0'
-    out[#out + 1] = redis.call('SISMEMBER', KEYS[2], target)
-    out[#out + 1] = ev
+    claimed[#claimed + 1] = m
+    emit(m, ek, target, token, ev)
   end
 end
+if #claimed > 0 then remember(KEYS[3], claim_id, claimed, lease) end
 return out
 `;
 
@@ -152,10 +172,12 @@ export interface Outbox {
   replay(items: readonly ReplayItem[]): Promise<boolean[]>;
 }
 
-export function makeOutbox(redis: Redis, prefix: string, keys: Keys): Outbox {
+export function makeOutbox(redis: Redis, prefix: string, keys: Keys, replica: string = randomUUID()): Outbox {
+  const lastClaim = keys.lastClaim('delivery', replica);
+  let claimCount = 0;
   return {
     async claim(limit, leaseMs) {
-      const r = (await claimScript(redis, [keys.outbox, keys.disabled], [prefix, limit, leaseMs])) as (string | number)[];
+      const r = (await claimScript(redis, [keys.outbox, keys.disabled, lastClaim], [prefix, limit, leaseMs, String(++claimCount)])) as (string | number)[];
       const claims: DeliveryClaim[] = [];
       for (let i = 1; i + 4 < r.length; i += 5) {
         const member = String(r[i]);

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 
 /**
@@ -14,7 +14,8 @@ import type { Redis } from 'ioredis';
  *                             "g:<name>" (configured) or "u:<url>" / "l:<url>" (per run)
  *   P:evt:<event id>   HASH   ev the event JSON, n deliveries left, a:<target> attempts made,
  *                             c:<target> claim counter (fence), s:<target> last failure
- *   P:disabled         SET    endpoint URLs that answered 410 Gone
+ *   P:disabled         SET    delivery targets that answered 410 Gone
+ *   P:claim:<kind>:<replica> STRING a replica's last claim, for replaying a lost reply
  *   P:dead             LIST   rejected intake entries, exhausted deliveries
  *
  * Leases: a claim pushes a run's score out by the lease and bumps its claim counter `c`. The
@@ -71,7 +72,9 @@ for _ = 1, batch do
         reject(raw, 'webhook_url is not an http(s) URL')
       elseif present(obj.callback_url) and not valid_url(obj.callback_url) then
         reject(raw, 'callback_url is not an http(s) URL')
-      elseif present(obj.metadata) and (type(obj.metadata) ~= 'table' or obj.metadata[1] ~= nil) then
+      -- cjson decodes [] and {} alike; the text tells an empty array apart.
+      elseif present(obj.metadata) and (type(obj.metadata) ~= 'table' or obj.metadata[1] ~= nil
+          or (next(obj.metadata) == nil and string.find(s, '"metadata"%s*:%s*%[') ~= nil)) then
         reject(raw, 'metadata is not a JSON object')
       elseif present(obj.max_watch_ms) and (type(obj.max_watch_ms) ~= 'number' or obj.max_watch_ms < 1 or obj.max_watch_ms > max_cap or obj.max_watch_ms % 1 ~= 0) then
         reject(raw, 'max_watch_ms is not a whole number of milliseconds from 1 to ' .. max_cap)
@@ -112,11 +115,53 @@ end
 return {taken, accepted, duplicates, rejected}
 `;
 
-/** KEYS: schedule. ARGV: prefix, limit, lease ms. Returns now, next due, then id/token/enqueued/deadline/polls per run. */
-const CLAIM = `${NOW}
-local prefix, limit, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+/**
+ * Replaying a lost claim. ioredis re-sends a command whose reply was lost when the connection
+ * dropped; a claim that ran but whose reply never arrived would then claim *other* runs and
+ * leave the first ones stranded until their lease ran out. So each replica keeps its last
+ * claim under P:claim:<replica> (one key per replica, overwritten each time, gone after a
+ * lease): a claim arriving with the same claim id returns the same items instead of new ones.
+ * Items are joined with \r, which neither run IDs nor outbox members (URLs are checked for
+ * control characters at intake) can contain.
+ */
+export const LAST_CLAIM = `
+local function replayed(key, claim_id)
+  local last = redis.call('GET', key)
+  if not last then return nil end
+  local items = {}
+  for part in string.gmatch(last, '[^\\r]+') do items[#items + 1] = part end
+  if items[1] ~= claim_id then return nil end
+  table.remove(items, 1)
+  return items
+end
+local function remember(key, claim_id, items, lease)
+  redis.call('SET', key, claim_id .. '\\r' .. table.concat(items, '\\r'), 'PX', lease)
+end
+`;
+
+/**
+ * KEYS: schedule, last-claim key. ARGV: prefix, limit, lease ms, claim id. Returns now, next
+ * due, then id/token/enqueued/deadline/polls per run.
+ */
+const CLAIM = `${NOW}${LAST_CLAIM}
+local prefix, limit, lease, claim_id = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local out = {now, -1}
+local again = replayed(KEYS[2], claim_id)
+if again then
+  for _, id in ipairs(again) do
+    local f = redis.call('HMGET', prefix .. ':run:' .. id, 'e', 'd', 'p', 'c')
+    if f[1] then
+      out[#out + 1] = id
+      out[#out + 1] = f[4]
+      out[#out + 1] = f[1]
+      out[#out + 1] = f[2]
+      out[#out + 1] = f[3]
+    end
+  end
+  return out
+end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+local claimed = {}
 for _, id in ipairs(ids) do
   local key = prefix .. ':run:' .. id
   local f = redis.call('HMGET', key, 'e', 'd', 'p')
@@ -125,6 +170,7 @@ for _, id in ipairs(ids) do
   else
     local token = redis.call('HINCRBY', key, 'c', 1)
     redis.call('ZADD', KEYS[1], now + lease, id)
+    claimed[#claimed + 1] = id
     out[#out + 1] = id
     out[#out + 1] = token
     out[#out + 1] = f[1]
@@ -132,6 +178,7 @@ for _, id in ipairs(ids) do
     out[#out + 1] = f[3]
   end
 end
+if #claimed > 0 then remember(KEYS[2], claim_id, claimed, lease) end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if first[2] then out[2] = tonumber(first[2]) end
 return out
@@ -215,6 +262,8 @@ const settleScript = script(SETTLE);
 
 export interface Keys {
   intake: string;
+  /** A replica's last claim (see LAST_CLAIM); `kind` separates polls from deliveries. */
+  lastClaim(kind: 'poll' | 'delivery', replica: string): string;
   schedule: string;
   events: string;
   dead: string;
@@ -227,6 +276,7 @@ export interface Keys {
 export function keysFor(prefix: string): Keys {
   return {
     intake: `${prefix}:intake`,
+    lastClaim: (kind, replica) => `${prefix}:claim:${kind}:${replica}`,
     schedule: `${prefix}:schedule`,
     events: `${prefix}:events`,
     dead: `${prefix}:dead`,
@@ -275,15 +325,18 @@ export interface IntakeLimits {
 export interface Schedule {
   readonly keys: Keys;
   intake(limits: IntakeLimits, nowIso: string): Promise<IntakeResult>;
-  claim(limit: number, leaseMs: number): Promise<ClaimResult>;
+  /** Claims due runs; `claimId` must be new for each call of this replica (see LAST_CLAIM). */
+  claim(limit: number, leaseMs: number, claimId?: string): Promise<ClaimResult>;
   /** Applies many ops in one round trip; true per op that held its lease. */
   settle(ops: readonly SettleOp[], globalTargets: readonly string[], firstDeliveryMs?: number): Promise<boolean[]>;
   /** The raw JSON intake entry of a watched run (null for bare IDs). */
   entryOf(runId: string): Promise<string | null>;
 }
 
-export function makeSchedule(redis: Redis, prefix: string, streamMaxLen: number): Schedule {
+export function makeSchedule(redis: Redis, prefix: string, streamMaxLen: number, replica: string = randomUUID()): Schedule {
   const keys = keysFor(prefix);
+  const lastClaim = keys.lastClaim('poll', replica);
+  let claims = 0;
   return {
     keys,
     async intake(l, nowIso) {
@@ -292,8 +345,8 @@ export function makeSchedule(redis: Redis, prefix: string, streamMaxLen: number)
       ])) as number[];
       return { taken: r[0] ?? 0, accepted: r[1] ?? 0, duplicates: r[2] ?? 0, rejected: r[3] ?? 0 };
     },
-    async claim(limit, leaseMs) {
-      const r = (await claimScript(redis, [keys.schedule], [prefix, limit, leaseMs])) as (string | number)[];
+    async claim(limit, leaseMs, claimId = String(++claims)) {
+      const r = (await claimScript(redis, [keys.schedule, lastClaim], [prefix, limit, leaseMs, claimId])) as (string | number)[];
       const claims: Claim[] = [];
       for (let i = 2; i + 4 < r.length; i += 5) {
         claims.push({

@@ -1,0 +1,215 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { startSimulator, type CreatedRun, type Simulator } from '../src/simulator/server.ts';
+import {
+  Cleanup,
+  configFile,
+  deleteTestKeys,
+  enqueue,
+  keys,
+  killAllDaemons,
+  pick,
+  randomInt,
+  readEvents,
+  redisNow,
+  removeTempFiles,
+  shortLease,
+  spawnDaemon,
+  tally,
+  testEnv,
+  waitFor,
+  waitForEvents,
+  type SpawnedDaemon,
+  type StreamEvent,
+} from './support/harness.ts';
+
+/**
+ * The real binary (`node src/main.ts run`) as child processes: kill -9 at random moments,
+ * several replicas, SIGTERM. At the end, every run has exactly one event in P:events.
+ */
+
+const OUTCOMES = ['completed', 'failed', 'cancelled'] as const;
+
+let redis: Redis;
+const cleanup = new Cleanup();
+
+beforeAll(() => {
+  redis = new Redis(inject('redisUrl'));
+});
+afterEach(async () => {
+  try {
+    await killAllDaemons();
+    await cleanup.run();
+  } finally {
+    await deleteTestKeys(redis);
+    removeTempFiles();
+  }
+});
+afterAll(async () => {
+  await redis.quit();
+});
+
+async function simulator(): Promise<Simulator> {
+  const sim = await startSimulator({ port: 0 });
+  cleanup.add(() => sim.close());
+  return sim;
+}
+
+function createRuns(sim: Simulator, n: number, duration: [number, number], into = new Map<string, CreatedRun>()): Map<string, CreatedRun> {
+  for (let i = 0; i < n; i++) {
+    const r = sim.createRun({ durationMs: randomInt(duration[0], duration[1]), outcome: pick(OUTCOMES) });
+    into.set(r.id, r);
+  }
+  return into;
+}
+
+/**
+ * Env for a child daemon: error-level logs (failed runs are logged at warn), so what a failing
+ * test prints is what went wrong in the daemon.
+ */
+function childEnv(sim: Simulator, extra: Record<string, string | undefined> = {}): Record<string, string> {
+  return testEnv({ LETTA_BASE_URL: sim.url, WATCHER_LOG_LEVEL: 'error', ...extra });
+}
+
+function expectNoFatal(daemons: readonly SpawnedDaemon[]): void {
+  for (const d of daemons) expect(d.output(), `daemon ${d.pid}`).not.toMatch(/"level":60|fatal:/);
+}
+
+function outputs(daemons: readonly SpawnedDaemon[]): string {
+  return daemons.map((d, i) => `--- daemon #${i} (pid ${d.pid}) ---\n${d.output().slice(-4000)}`).join('\n');
+}
+
+/** Waits until every run has an event and nothing is left to watch, then reads the stream. */
+async function finalEvents(prefix: string, expected: number, daemons: readonly SpawnedDaemon[], timeoutMs = 30_000): Promise<StreamEvent[]> {
+  const k = keys(prefix);
+  await waitForEvents(redis, prefix, expected, {
+    timeoutMs,
+    describe: async () => `${(await readEvents(redis, prefix)).length} of ${expected} events\n${outputs(daemons)}`,
+  });
+  await waitFor(async () => (await redis.zcard(k.schedule)) === 0 && (await redis.llen(k.intake)) === 0, {
+    timeoutMs,
+    describe: async () => `schedule ${await redis.zcard(k.schedule)}, intake ${await redis.llen(k.intake)}`,
+  });
+  return await readEvents(redis, prefix);
+}
+
+function expectExactlyOnce(events: readonly StreamEvent[], runs: ReadonlyMap<string, CreatedRun>): void {
+  const t = tally(events, runs.keys());
+  expect({ total: t.total, missing: t.missing, duplicated: t.duplicated, unexpected: t.unexpected }).toEqual({
+    total: runs.size,
+    missing: [],
+    duplicated: [],
+    unexpected: [],
+  });
+  for (const { event } of events) expect(event.type).toBe(`run.${runs.get(event.data.run_id)?.outcome}`);
+}
+
+describe('crash safety of the daemon binary', () => {
+  it('kill -9 at random moments, five times, loses no run and duplicates none (300 runs)', async () => {
+    const sim = await simulator();
+    const env = childEnv(sim, { WATCHER_CONFIG: configFile(shortLease(1000)) });
+    const prefix = env['WATCHER_KEY_PREFIX'] ?? '';
+    const k = keys(prefix);
+    const runs = new Map<string, CreatedRun>();
+    const all: SpawnedDaemon[] = [];
+    let daemon = spawnDaemon(env);
+    all.push(daemon);
+
+    const KILLS = 5;
+    const inFlightAtKill: number[] = [];
+    for (let i = 0; i < KILLS; i++) {
+      // Fresh runs every round, so each kill lands while runs are being watched.
+      const batch = createRuns(sim, 300 / KILLS, [200, 3000]);
+      for (const [id, r] of batch) runs.set(id, r);
+      await enqueue(redis, prefix, [...batch.keys()]);
+      // This incarnation is at work: it has committed events since it started.
+      const before = (await readEvents(redis, prefix)).length;
+      await waitFor(async () => (await readEvents(redis, prefix)).length > before, {
+        timeoutMs: 15_000,
+        describe: () => outputs(all),
+      });
+      await sleep(randomInt(0, 600)); // a random moment
+      inFlightAtKill.push(await redis.zcard(k.schedule));
+      await daemon.kill9();
+      daemon = spawnDaemon(env);
+      all.push(daemon);
+    }
+    expect(inFlightAtKill.every((n) => n > 0), `runs watched at each kill: ${inFlightAtKill.join(', ')}`).toBe(true);
+
+    const events = await finalEvents(prefix, runs.size, all);
+    expectExactlyOnce(events, runs);
+    expect(await daemon.stop()).toBe(0);
+    expect((await readEvents(redis, prefix)).length).toBe(runs.size);
+    expectNoFatal(all);
+  });
+
+  it('two replicas on the same prefix, one killed -9 and restarted: exactly one event per run', async () => {
+    const sim = await simulator();
+    const env = childEnv(sim, { WATCHER_CONFIG: configFile(shortLease(1000)) });
+    const prefix = env['WATCHER_KEY_PREFIX'] ?? '';
+    const k = keys(prefix);
+    const a = spawnDaemon(env);
+    const b = spawnDaemon(env);
+    const all = [a, b];
+    const runs = createRuns(sim, 200, [200, 3000]);
+    await enqueue(redis, prefix, [...runs.keys()]);
+
+    await waitForEvents(redis, prefix, 30, { timeoutMs: 15_000, describe: () => outputs(all) });
+    await sleep(randomInt(0, 300));
+    const watched = await redis.zcard(k.schedule);
+    await a.kill9();
+    const a2 = spawnDaemon(env);
+    all.push(a2);
+    expect(watched).toBeGreaterThan(0);
+
+    const events = await finalEvents(prefix, runs.size, all);
+    expectExactlyOnce(events, runs);
+    const codes = await Promise.all([b.stop(), a2.stop()]);
+    expect(codes).toEqual([0, 0]);
+    expect((await readEvents(redis, prefix)).length).toBe(runs.size);
+    expectNoFatal(all);
+  });
+
+  it('SIGTERM exits 0 and hands back every unfinished run; a new daemon finishes them', async () => {
+    const sim = await simulator();
+    // The default lease (60 s): a run that was not handed back would sit out the whole lease.
+    const env = childEnv(sim);
+    const prefix = env['WATCHER_KEY_PREFIX'] ?? '';
+    const k = keys(prefix);
+    const first = spawnDaemon(env);
+    const runs = createRuns(sim, 120, [300, 4000]);
+    await enqueue(redis, prefix, [...runs.keys()]);
+
+    await waitForEvents(redis, prefix, 10, { timeoutMs: 15_000, describe: () => outputs([first]) });
+    const code = await first.stop();
+    expect(code, first.output()).toBe(0);
+
+    // Nothing lost: each run has its event or is still watched (and due now), never both.
+    const events = await readEvents(redis, prefix);
+    const done = new Set(events.map((e) => e.event.data.run_id));
+    const now = await redisNow(redis);
+    const problems: string[] = [];
+    let unfinished = 0;
+    for (const id of runs.keys()) {
+      const score = await redis.zscore(k.schedule, id);
+      if (done.has(id)) {
+        if (score !== null) problems.push(`${id}: has an event and is still scheduled`);
+      } else if (score === null || (await redis.exists(k.run(id))) !== 1) {
+        problems.push(`${id}: lost (no event, not watched)`);
+      } else {
+        unfinished++;
+        if (Number(score) > now + 1000) problems.push(`${id}: not handed back (due in ${Number(score) - now} ms)`);
+      }
+    }
+    expect(problems).toEqual([]);
+    expect(unfinished).toBeGreaterThan(0);
+    expect(await redis.llen(k.intake)).toBe(0);
+
+    const second = spawnDaemon(env);
+    const all = await finalEvents(prefix, runs.size, [first, second], 20_000);
+    expectExactlyOnce(all, runs);
+    expect(await second.stop()).toBe(0);
+    expectNoFatal([first, second]);
+  });
+});
