@@ -1,17 +1,29 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
-import { loadConfig, type Config } from './config.ts';
-import { Daemon } from './daemon.ts';
+import type { Redis } from 'ioredis';
+import type { Config } from './config.ts';
+import type { DeadFilter } from './dead.ts';
 import { DaemonError, isDaemonError } from './errors.ts';
-import { listDead, purgeDead, replayDead, selectDead, type DeadFilter } from './dead.ts';
-import { buildEntry } from './intake.ts';
-import { makeLogger } from './log.ts';
-import { keysFor } from './schedule.ts';
-import { parseSimulatorArgs, simulatorUsage } from './simulator/args.ts';
-import { startSimulator } from './simulator/server.ts';
-import { readStatus } from './status.ts';
+
+// A SIGTERM can arrive while the daemon is still loading (an orchestrator stopping a pod that
+// just started). Hold it here, before the heavy modules load, and act on it once the daemon
+// runs, so even then the stop is clean and exits 0.
+const heldSignals: NodeJS.Signals[] = [];
+const holdSignal = (signal: NodeJS.Signals) => heldSignals.push(signal);
+process.on('SIGTERM', holdSignal);
+process.on('SIGINT', holdSignal);
+
+/** Replaces the holding handler with the command's own; signals held so far are replayed. */
+function onSignals(handler: (signal: NodeJS.Signals) => void): void {
+  // Add before removing: with no listener left for a moment, Node stops watching the signal
+  // and drops one that is pending (sent while module loading kept the event loop busy).
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+  process.off('SIGTERM', holdSignal);
+  process.off('SIGINT', holdSignal);
+  for (const s of heldSignals.splice(0)) handler(s);
+}
 
 /**
  * The command line, and the only module that touches `process`: arguments, environment,
@@ -46,13 +58,15 @@ function version(): string {
 
 async function main(argv: string[]): Promise<number> {
   const [command = 'run', ...rest] = argv;
+  // Short commands: a signal simply interrupts them.
+  if (command !== 'run' && command !== 'simulate') onSignals(() => process.exit(130));
   if (command === '--help' || command === '-h' || command === 'help') return print(usage);
   if (command === '--version' || command === '-v') return print(version());
   switch (command) {
     case 'run':
       if (rest.includes('--help') || rest.includes('-h')) return print(usage);
       if (rest.length > 0) throw new DaemonError('ERR_USAGE', `run takes no arguments, got ${JSON.stringify(rest.join(' '))}`);
-      return await runDaemon(loadConfig({ env: process.env }));
+      return await runDaemon((await import('./config.ts')).loadConfig({ env: process.env }));
     case 'enqueue':
       return await enqueue(rest);
     case 'status':
@@ -72,29 +86,32 @@ function print(text: string): number {
 }
 
 async function runDaemon(config: Config): Promise<number> {
+  const [{ makeLogger }, { Daemon }] = await Promise.all([import('./log.ts'), import('./daemon.ts')]);
   const log = makeLogger(config.log.level, { pretty: process.stdout.isTTY === true });
   const daemon = new Daemon({ config, log });
+  const started = daemon.start();
   let signals = 0;
   const done = new Promise<number>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals) => {
+    onSignals((signal) => {
       signals++;
       if (signals > 1) {
         log.warn({ signal }, 'second signal: exiting without draining');
         process.exit(EXIT_FATAL);
       }
       log.info({ signal }, 'stopping: draining in-flight polls');
-      daemon.stop().then(
-        () => resolve(EXIT_OK),
-        (err: unknown) => {
-          log.error({ err }, 'error while stopping');
-          resolve(EXIT_FATAL);
-        },
-      );
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
+      // Stop only once start-up has finished, or the loops it starts would outlive the stop.
+      started
+        .then(() => daemon.stop())
+        .then(
+          () => resolve(EXIT_OK),
+          (err: unknown) => {
+            log.error({ err }, 'error while stopping');
+            resolve(EXIT_FATAL);
+          },
+        );
+    });
   });
-  await daemon.start();
+  await started;
   log.info(
     {
       letta: config.letta.baseUrl,
@@ -111,13 +128,15 @@ async function runDaemon(config: Config): Promise<number> {
 }
 
 /** A short-lived connection for CLI commands: fail fast instead of waiting for Redis. */
-function cliRedis(config: Config): Redis {
+async function cliRedis(config: Config): Promise<Redis> {
+  const { Redis } = await import('ioredis');
   const redis = new Redis(config.redis.url, { maxRetriesPerRequest: 1, connectTimeout: 5000, retryStrategy: () => null });
   redis.on('error', () => {});
   return redis;
 }
 
 async function enqueue(args: string[]): Promise<number> {
+  const [{ loadConfig }, { buildEntry }, { keysFor }] = await Promise.all([import('./config.ts'), import('./intake.ts'), import('./schedule.ts')]);
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
@@ -147,7 +166,7 @@ async function enqueue(args: string[]): Promise<number> {
   const maxWatchMs = rawMax === undefined ? undefined : /^\d+$/.test(rawMax) ? Number(rawMax) : Number.NaN;
   const entries = positionals.map((id) => buildEntry(id, { webhookUrl: values.webhook, metadata, maxWatchMs }));
   const config = loadConfig({ env: process.env });
-  const redis = cliRedis(config);
+  const redis = await cliRedis(config);
   try {
     await redis.lpush(keysFor(config.redis.keyPrefix).intake, ...entries);
   } finally {
@@ -158,10 +177,11 @@ async function enqueue(args: string[]): Promise<number> {
 }
 
 async function status(args: string[]): Promise<number> {
+  const [{ loadConfig }, { keysFor }, { readStatus }] = await Promise.all([import('./config.ts'), import('./schedule.ts'), import('./status.ts')]);
   const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) return print(usage);
   const config = loadConfig({ env: process.env });
-  const redis = cliRedis(config);
+  const redis = await cliRedis(config);
   let s;
   try {
     s = await readStatus(redis, keysFor(config.redis.keyPrefix));
@@ -190,6 +210,11 @@ intake list; an entry cut to 1 KiB when it was rejected cannot be replayed and i
 `;
 
 async function dead(args: string[]): Promise<number> {
+  const [{ loadConfig }, { keysFor }, { listDead, purgeDead, replayDead, selectDead }] = await Promise.all([
+    import('./config.ts'),
+    import('./schedule.ts'),
+    import('./dead.ts'),
+  ]);
   const [sub, ...rest] = args;
   if (sub === undefined || sub === '--help' || sub === '-h') return print(deadUsage);
   const { values } = parseArgs({
@@ -225,7 +250,7 @@ async function dead(args: string[]): Promise<number> {
   }
   const config = loadConfig({ env: process.env });
   const keys = keysFor(config.redis.keyPrefix);
-  const redis = cliRedis(config);
+  const redis = await cliRedis(config);
   try {
     const list = await listDead(redis, keys, sub === 'list' ? limit : 1_000_000);
     if (sub === 'list') {
@@ -248,6 +273,7 @@ async function dead(args: string[]): Promise<number> {
 }
 
 async function simulate(args: string[]): Promise<number> {
+  const [{ parseSimulatorArgs, simulatorUsage }, { startSimulator }] = await Promise.all([import('./simulator/args.ts'), import('./simulator/server.ts')]);
   if (args.includes('--help') || args.includes('-h')) return print(`${simulatorUsage}  --feed-every-ms N       Also create a run every N ms and push it onto the watcher's intake list
                          (REDIS_URL, WATCHER_KEY_PREFIX), so a compose stack shows events flowing
 `);
@@ -264,6 +290,7 @@ async function simulate(args: string[]): Promise<number> {
   let feeder: NodeJS.Timeout | undefined;
   let redis: Redis | undefined;
   if (feedMs !== undefined) {
+    const [{ loadConfig }, { keysFor }, { Redis }] = await Promise.all([import('./config.ts'), import('./schedule.ts'), import('ioredis')]);
     const config = loadConfig({ env: process.env });
     const intake = keysFor(config.redis.keyPrefix).intake;
     const r = new Redis(config.redis.url, { maxRetriesPerRequest: null });
@@ -275,10 +302,7 @@ async function simulate(args: string[]): Promise<number> {
     }, feedMs);
     process.stdout.write(`feeding a run every ${feedMs} ms into ${intake}\n`);
   }
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', () => resolve());
-    process.once('SIGINT', () => resolve());
-  });
+  await new Promise<void>((resolve) => onSignals(() => resolve()));
   clearInterval(feeder);
   redis?.disconnect();
   await sim.close();

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startSimulator, type CreatedRun, type Simulator } from '../src/simulator/server.ts';
+import { startRedisServer } from './support/redis-server.ts';
 import {
   Cleanup,
   configFile,
@@ -69,7 +70,9 @@ function createRuns(sim: Simulator, n: number, duration: [number, number], into 
  * test prints is what went wrong in the daemon.
  */
 function childEnv(sim: Simulator, extra: Record<string, string | undefined> = {}): Record<string, string> {
-  return testEnv({ LETTA_BASE_URL: sim.url, WATCHER_LOG_LEVEL: 'error', ...extra });
+  // info: the harness waits for the "running" line, so runs start their clocks only once a
+  // daemon is up (on a loaded 2-core machine start-up alone can take seconds).
+  return testEnv({ LETTA_BASE_URL: sim.url, WATCHER_LOG_LEVEL: 'info', ...extra });
 }
 
 function expectNoFatal(daemons: readonly SpawnedDaemon[]): void {
@@ -119,6 +122,7 @@ describe('crash safety of the daemon binary', () => {
     const KILLS = 5;
     const inFlightAtKill: number[] = [];
     for (let i = 0; i < KILLS; i++) {
+      await daemon.ready();
       // Fresh runs every round, so each kill lands while runs are being watched.
       const batch = createRuns(sim, 300 / KILLS, [200, 3000]);
       for (const [id, r] of batch) runs.set(id, r);
@@ -152,6 +156,7 @@ describe('crash safety of the daemon binary', () => {
     const a = spawnDaemon(env);
     const b = spawnDaemon(env);
     const all = [a, b];
+    await Promise.all([a.ready(), b.ready()]);
     const runs = createRuns(sim, 200, [200, 3000]);
     await enqueue(redis, prefix, [...runs.keys()]);
 
@@ -178,6 +183,7 @@ describe('crash safety of the daemon binary', () => {
     const prefix = env['WATCHER_KEY_PREFIX'] ?? '';
     const k = keys(prefix);
     const first = spawnDaemon(env);
+    await first.ready();
     const runs = createRuns(sim, 120, [300, 4000]);
     await enqueue(redis, prefix, [...runs.keys()]);
 
@@ -211,5 +217,27 @@ describe('crash safety of the daemon binary', () => {
     expectExactlyOnce(all, runs);
     expect(await second.stop()).toBe(0);
     expectNoFatal([first, second]);
+  });
+
+  it('SIGTERM while start-up waits for Redis stops cleanly once Redis answers (exit 0)', async () => {
+    const sim = await simulator();
+    const server = await startRedisServer();
+    await server.stop();
+    const d = spawnDaemon(childEnv(sim, { REDIS_URL: server.url }));
+    try {
+      // Modules load in about half a second; then start-up waits for Redis.
+      await sleep(1500);
+      expect(d.output()).not.toContain('"msg":"letta-run-watcher running"');
+      d.child.kill('SIGTERM');
+      await sleep(200);
+      await server.start();
+      const { code } = await d.exited;
+      expect(code, d.output()).toBe(0);
+      // Stopped after it ran, not before: loops started after a stop would outlive it.
+      expect(d.output().lastIndexOf('"to":"stopped"')).toBeGreaterThan(d.output().lastIndexOf('"to":"running"'));
+    } finally {
+      await d.kill9();
+      await server.destroy();
+    }
   });
 });

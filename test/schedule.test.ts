@@ -90,7 +90,7 @@ describe('settling is fenced', () => {
     await schedule.intake(limits, new Date().toISOString());
     const c = (await schedule.claim(1, 60_000)).claims[0]!;
     expect(await schedule.settle([{ kind: 'C', runId: 'run-w', token: c.token, eventJson: '{"id":"evt_w"}', eventId: 'evt_w' }], ['g:ops'])).toEqual([true]);
-    expect((await redis.zrange(`${prefix}:outbox`, 0, -1)).sort()).toEqual(['evt_w\ng:ops', 'evt_w\nl:https://b.example/h', 'evt_w\nu:https://a.example/h']);
+    expect((await redis.zrange(`${prefix}:outbox`, '0', '-1')).sort()).toEqual(['evt_w\ng:ops', 'evt_w\nl:https://b.example/h', 'evt_w\nu:https://a.example/h']);
     expect(await redis.hget(`${prefix}:evt:evt_w`, 'n')).toBe('3');
   });
 });
@@ -99,7 +99,7 @@ describe('the outbox', () => {
   it('a re-sent delivery claim returns the same deliveries', async () => {
     fresh();
     await redis.hset(`${prefix}:evt:evt_1`, 'ev', '{"id":"evt_1"}', 'n', 2);
-    await redis.zadd(`${prefix}:outbox`, 0, 'evt_1\ng:a', 0, 'evt_1\ng:b');
+    await redis.zadd(`${prefix}:outbox`, '0', 'evt_1\ng:a', '0', 'evt_1\ng:b');
     // The outbox numbers its claims itself; two outboxes with one replica id share the record,
     // which is what a re-sent command looks like from Redis's side.
     const o1 = makeOutbox(redis, prefix, schedule.keys, 'rep');

@@ -292,6 +292,8 @@ export interface SpawnedDaemon {
   stop(timeoutMs?: number): Promise<number | null>;
   /** Everything written to stdout and stderr so far. */
   output(): string;
+  /** Resolves once the daemon reports its loops running (needs WATCHER_LOG_LEVEL info). */
+  ready(timeoutMs?: number): Promise<void>;
 }
 
 const running = new Set<SpawnedDaemon>();
@@ -335,6 +337,13 @@ export function spawnDaemon(env: Record<string, string>): SpawnedDaemon {
       return first.code;
     },
     output: () => chunks.join(''),
+    async ready(timeoutMs = 20_000) {
+      // The daemon logs this line (at info) once its loops run.
+      await waitFor(() => chunks.join('').includes('"msg":"letta-run-watcher running"'), {
+        timeoutMs,
+        describe: () => `daemon ${child.pid} did not report running:\n${chunks.join('').slice(-2000)}`,
+      });
+    },
   };
   running.add(d);
   return d;
