@@ -1,20 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startSimulator, type CreatedRun, type Simulator } from '../src/simulator/server.ts';
 import { startRedisServer } from './support/redis-server.ts';
 import {
-  Cleanup,
   configFile,
-  deleteTestKeys,
   enqueue,
   keys,
-  killAllDaemons,
   pick,
   randomInt,
   readEvents,
   redisNow,
-  removeTempFiles,
   shortLease,
   spawnDaemon,
   tally,
@@ -23,6 +18,7 @@ import {
   waitForEvents,
   type SpawnedDaemon,
   type StreamEvent,
+  useSuite,
 } from './support/harness.ts';
 
 /**
@@ -32,24 +28,7 @@ import {
 
 const OUTCOMES = ['completed', 'failed', 'cancelled'] as const;
 
-let redis: Redis;
-const cleanup = new Cleanup();
-
-beforeAll(() => {
-  redis = new Redis(inject('redisUrl'));
-});
-afterEach(async () => {
-  try {
-    await killAllDaemons();
-    await cleanup.run();
-  } finally {
-    await deleteTestKeys(redis);
-    removeTempFiles();
-  }
-});
-afterAll(async () => {
-  await redis.quit();
-});
+const { redis, cleanup } = useSuite();
 
 async function simulator(): Promise<Simulator> {
   const sim = await startSimulator({ port: 0 });

@@ -2,16 +2,14 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Config } from '../src/config.ts';
 import { Daemon } from '../src/daemon.ts';
 import { eventId, type WatchEvent } from '../src/events.ts';
 import { makeLogger } from '../src/log.ts';
 import { startSimulator, type CreatedRun, type Simulator, type SimulatorOptions } from '../src/simulator/server.ts';
 import {
-  Cleanup,
   configFile,
-  deleteTestKeys,
   enqueue,
   keys,
   pick,
@@ -19,13 +17,12 @@ import {
   readDead,
   readEvents,
   redisNow,
-  removeTempFiles,
-  shortLease,
   tally,
   testConfig,
   waitFor,
   waitForEvents,
   type StreamEvent,
+  useSuite,
 } from './support/harness.ts';
 import { startRedisServer } from './support/redis-server.ts';
 
@@ -38,23 +35,7 @@ const OUTCOMES = ['completed', 'failed', 'cancelled'] as const;
 const NAIVE_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}$/;
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-let redis: Redis;
-const cleanup = new Cleanup();
-
-beforeAll(() => {
-  redis = new Redis(inject('redisUrl'));
-});
-afterEach(async () => {
-  try {
-    await cleanup.run();
-  } finally {
-    await deleteTestKeys(redis);
-    removeTempFiles();
-  }
-});
-afterAll(async () => {
-  await redis.quit();
-});
+const { redis, cleanup } = useSuite();
 
 async function simulator(options: SimulatorOptions = {}): Promise<Simulator> {
   const sim = await startSimulator({ port: 0, ...options });

@@ -1,21 +1,17 @@
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startSimulator, type Simulator } from '../src/simulator/server.ts';
 import {
-  Cleanup,
   configFile,
-  deleteTestKeys,
   enqueue,
   keys,
-  killAllDaemons,
   readEvents,
-  removeTempFiles,
   spawnDaemon,
   tally,
   testEnv,
   waitFor,
   waitForEvents,
   type SpawnedDaemon,
+  useSuite,
 } from './support/harness.ts';
 import { newSecret, startReceiver, type Receiver } from './support/receiver.ts';
 
@@ -28,24 +24,7 @@ import { newSecret, startReceiver, type Receiver } from './support/receiver.ts';
 const OUTCOMES = ['completed', 'failed', 'cancelled'] as const;
 const RUNS = 100;
 
-let redis: Redis;
-const cleanup = new Cleanup();
-
-beforeAll(() => {
-  redis = new Redis(inject('redisUrl'));
-});
-afterEach(async () => {
-  try {
-    await killAllDaemons();
-    await cleanup.run();
-  } finally {
-    await deleteTestKeys(redis);
-    removeTempFiles();
-  }
-});
-afterAll(async () => {
-  await redis.quit();
-});
+const { redis, cleanup } = useSuite();
 
 describe('webhooks across kill -9 of the daemon', () => {
   it('SIGKILL twice during slow deliveries, restart: all 100 events received (distinct webhook-ids), all signed', async () => {

@@ -1,6 +1,5 @@
-import { Redis } from 'ioredis';
 import { MockAgent, request } from 'undici';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.ts';
 import { Daemon, type DaemonDeps } from '../src/daemon.ts';
 import { listDead } from '../src/dead.ts';
@@ -8,7 +7,7 @@ import type { WatchEvent } from '../src/events.ts';
 import { makeLogger } from '../src/log.ts';
 import { startSimulator, type Simulator } from '../src/simulator/server.ts';
 import { hostAllowed, isPrivateAddress, makeUrlGuard, type Resolver } from '../src/webhook-guard.ts';
-import { Cleanup, deleteTestKeys, enqueue, keys, readEvents, testEnv, waitFor, waitForEvents } from './support/harness.ts';
+import { enqueue, keys, readEvents, testEnv, waitFor, waitForEvents, useSuite } from './support/harness.ts';
 import { newSecret, startReceiver, type Receiver } from './support/receiver.ts';
 
 /**
@@ -260,21 +259,7 @@ describe("the guard's own dispatcher re-checks addresses when it connects (DNS r
 });
 
 describe('the guard through the daemon', () => {
-  let redis: Redis;
-  const cleanup = new Cleanup();
-  beforeAll(() => {
-    redis = new Redis(inject('redisUrl'));
-  });
-  afterEach(async () => {
-    try {
-      await cleanup.run();
-    } finally {
-      await deleteTestKeys(redis);
-    }
-  });
-  afterAll(async () => {
-    await redis.quit();
-  });
+  const { redis, cleanup } = useSuite();
 
   async function setup(webhooks: Record<string, unknown>, deps: Partial<Omit<DaemonDeps, 'config' | 'log'>>) {
     const secret = newSecret();

@@ -1,9 +1,8 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Redis } from 'ioredis';
 import { Webhook } from 'standardwebhooks';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.ts';
 import { Daemon, type DaemonDeps } from '../src/daemon.ts';
 import { listDead, replayDead } from '../src/dead.ts';
@@ -11,8 +10,6 @@ import type { WatchEvent } from '../src/events.ts';
 import { makeLogger } from '../src/log.ts';
 import { startSimulator, type CreatedRun, type SimRunSpec, type Simulator } from '../src/simulator/server.ts';
 import {
-  Cleanup,
-  deleteTestKeys,
   enqueue,
   keys,
   readEvents,
@@ -22,6 +19,7 @@ import {
   waitForEvents,
   type EnvOverrides,
   type StreamEvent,
+  useSuite,
 } from './support/harness.ts';
 import { newSecret, startReceiver, type Receiver, type ReceiverOptions, type ReceivedRequest } from './support/receiver.ts';
 
@@ -37,22 +35,7 @@ const OUTCOMES = ['completed', 'failed', 'cancelled'] as const;
 const CONFIG_FILE = 'webhooks-test.json';
 const outcomeOf = (i: number) => OUTCOMES[i % OUTCOMES.length] ?? 'completed';
 
-let redis: Redis;
-const cleanup = new Cleanup();
-
-beforeAll(() => {
-  redis = new Redis(inject('redisUrl'));
-});
-afterEach(async () => {
-  try {
-    await cleanup.run();
-  } finally {
-    await deleteTestKeys(redis);
-  }
-});
-afterAll(async () => {
-  await redis.quit();
-});
+const { redis, cleanup } = useSuite();
 
 // ---------------------------------------------------------------------------------------------
 // Set-up helpers

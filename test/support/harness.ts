@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import type { Redis } from 'ioredis';
-import { inject } from 'vitest';
+import { Redis as RedisClient, type Redis } from 'ioredis';
+import { afterAll, afterEach, inject } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.ts';
 import type { WatchEvent } from '../../src/events.ts';
 import { keysFor, type Keys } from '../../src/schedule.ts';
@@ -363,4 +363,26 @@ export function pick<T>(items: readonly T[]): T {
   const v = items[Math.floor(Math.random() * items.length)];
   if (v === undefined) throw new Error('pick from an empty list');
   return v;
+}
+
+/**
+ * The shared Redis client and cleanup of a suite: after each test, stop any daemon it
+ * spawned, run its cleanups, delete its keys and temp files; after all, close the client.
+ */
+export function useSuite(): { redis: Redis; cleanup: Cleanup } {
+  const redis = new RedisClient(inject('redisUrl'));
+  const cleanup = new Cleanup();
+  afterEach(async () => {
+    try {
+      await killAllDaemons();
+      await cleanup.run();
+    } finally {
+      await deleteTestKeys(redis);
+      removeTempFiles();
+    }
+  });
+  afterAll(async () => {
+    await redis.quit();
+  });
+  return { redis, cleanup };
 }
