@@ -137,7 +137,7 @@ export function makePoller(d: PollerDeps): Poller {
           kind: 'run',
           reason: `Letta API answered ${lookup.status}: it does not accept this run ID`,
           at: new Date(d.clock.now()).toISOString(),
-          entry: (await d.schedule.entryOf(claim.runId)) ?? claim.runId,
+          entry: (claim.hasEntry ? await d.schedule.entryOf(claim.runId) : null) ?? claim.runId,
         });
         const ok = await d.settle.add({ kind: 'D', runId: claim.runId, token: claim.token, deadJson: dead });
         if (ok) d.metrics.deadLetters.inc({ kind: 'run' });
@@ -165,7 +165,8 @@ export function makePoller(d: PollerDeps): Poller {
 
   async function commit(h: Held, type: EventType, run: Run | null, polls: number): Promise<void> {
     const { claim } = h;
-    const entry = await d.schedule.entryOf(claim.runId);
+    // Only JSON entries carry metadata; a bare ID costs no extra round trip.
+    const entry = claim.hasEntry ? await d.schedule.entryOf(claim.runId) : null;
     const detectedAt = d.clock.now();
     const event = buildEvent({
       type,

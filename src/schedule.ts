@@ -141,22 +141,24 @@ end
 
 /**
  * KEYS: schedule, last-claim key. ARGV: prefix, limit, lease ms, claim id. Returns now, next
- * due, then id/token/enqueued/deadline/polls per run.
+ * due, then per run: id, token, enqueued, deadline, polls, and 1 when it has a JSON entry.
  */
 const CLAIM = `${NOW}${LAST_CLAIM}
 local prefix, limit, lease, claim_id = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local out = {now, -1}
+local function emit(id, token, f)
+  out[#out + 1] = id
+  out[#out + 1] = token
+  out[#out + 1] = f[1]
+  out[#out + 1] = f[2]
+  out[#out + 1] = f[3]
+  out[#out + 1] = f[5] and 1 or 0
+end
 local again = replayed(KEYS[2], claim_id)
 if again then
   for _, id in ipairs(again) do
-    local f = redis.call('HMGET', prefix .. ':run:' .. id, 'e', 'd', 'p', 'c')
-    if f[1] then
-      out[#out + 1] = id
-      out[#out + 1] = f[4]
-      out[#out + 1] = f[1]
-      out[#out + 1] = f[2]
-      out[#out + 1] = f[3]
-    end
+    local f = redis.call('HMGET', prefix .. ':run:' .. id, 'e', 'd', 'p', 'c', 'r')
+    if f[1] then emit(id, f[4], f) end
   end
   return out
 end
@@ -164,18 +166,15 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
 local claimed = {}
 for _, id in ipairs(ids) do
   local key = prefix .. ':run:' .. id
+  -- HSTRLEN, not the entry itself: the poll path only needs to know whether there is one.
   local f = redis.call('HMGET', key, 'e', 'd', 'p')
   if not f[1] then
     redis.call('ZREM', KEYS[1], id)
   else
-    local token = redis.call('HINCRBY', key, 'c', 1)
-    redis.call('ZADD', KEYS[1], now + lease, id)
+    f[5] = redis.call('HSTRLEN', key, 'r') > 0 or nil
     claimed[#claimed + 1] = id
-    out[#out + 1] = id
-    out[#out + 1] = token
-    out[#out + 1] = f[1]
-    out[#out + 1] = f[2]
-    out[#out + 1] = f[3]
+    emit(id, redis.call('HINCRBY', key, 'c', 1), f)
+    redis.call('ZADD', KEYS[1], now + lease, id)
   end
 end
 if #claimed > 0 then remember(KEYS[2], claim_id, claimed, lease) end
@@ -300,6 +299,8 @@ export interface Claim {
   enqueuedAt: number;
   deadline: number;
   polls: number;
+  /** The run came as a JSON entry (kept in `r`, for its metadata); false for a bare ID. */
+  hasEntry: boolean;
 }
 
 export interface ClaimResult {
@@ -348,13 +349,14 @@ export function makeSchedule(redis: Redis, prefix: string, streamMaxLen: number,
     async claim(limit, leaseMs, claimId = String(++claims)) {
       const r = (await claimScript(redis, [keys.schedule, lastClaim], [prefix, limit, leaseMs, claimId])) as (string | number)[];
       const claims: Claim[] = [];
-      for (let i = 2; i + 4 < r.length; i += 5) {
+      for (let i = 2; i + 5 < r.length; i += 6) {
         claims.push({
           runId: String(r[i]),
           token: String(r[i + 1]),
           enqueuedAt: Number(r[i + 2]),
           deadline: Number(r[i + 3]),
           polls: Number(r[i + 4]),
+          hasEntry: Number(r[i + 5]) === 1,
         });
       }
       const next = Number(r[1]);
