@@ -90,7 +90,9 @@ export class Daemon {
       apiKey: config.secrets.lettaApiKey,
       clock: this.#clock,
       connections: config.poll.concurrency,
-      onAttemptError: (err) => this.metrics.apiErrors.inc({ class: err.status === undefined ? err.code : String(err.status) }),
+      // The HTTP status for status errors, the error code for everything else (a 200 whose
+      // body is too large or not a Run is not a "200" error).
+      onAttemptError: (err) => this.metrics.apiErrors.inc({ class: err.code === 'ERR_API_STATUS' ? String(err.status) : err.code }),
       ...(this.#deps.dispatcher ? { dispatcher: this.#deps.dispatcher } : {}),
     });
     this.#client = client;

@@ -77,7 +77,13 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
   const dispatcher =
     o.dispatcher ?? new Agent({ keepAliveTimeout: 30_000, connections: o.connections ?? null, pipelining: 1 });
   const base = o.baseUrl.replace(/\/+$/, '');
-  const headers: Record<string, string> = { accept: 'application/json', 'user-agent': o.userAgent ?? 'letta-run-watcher' };
+  // identity: undici's request() does not decompress, so a compressed body could not be read,
+  // and a body claiming an encoding we did not ask for is refused rather than trusted.
+  const headers: Record<string, string> = {
+    accept: 'application/json',
+    'accept-encoding': 'identity',
+    'user-agent': o.userAgent ?? 'letta-run-watcher',
+  };
   if (o.apiKey) headers['authorization'] = `Bearer ${o.apiKey}`;
 
   async function attempt(url: string, signal: AbortSignal): Promise<RawAnswer> {
@@ -93,6 +99,11 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
           status: res.statusCode,
           ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
         });
+      }
+      const encoding = String(res.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
+      if (encoding !== 'identity' && encoding !== '') {
+        res.body.destroy();
+        throw new DaemonError('ERR_API_SCHEMA', `Letta API answered with content-encoding ${encoding}, which was not asked for`, { status: res.statusCode });
       }
       return { status: res.statusCode, body: await readCapped(res, o.maxResponseBytes) };
     } catch (err) {
@@ -142,7 +153,12 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
       });
       switch (classifyStatus(answer.status)) {
         case 'ok':
-          return { kind: 'found', run: parseRun(answer.body, answer.status) };
+          try {
+            return { kind: 'found', run: parseRun(answer.body, answer.status) };
+          } catch (err) {
+            if (isDaemonError(err)) o.onAttemptError?.(err);
+            throw err;
+          }
         case 'not_found':
           return { kind: 'not_found' };
         case 'bad_id':

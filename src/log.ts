@@ -17,6 +17,11 @@ export const REDACT_PATHS = [
   '*.secrets',
   'webhookSecrets',
   '*.webhookSecrets',
+  // ioredis errors carry the command that failed; its handshake (HELLO ... AUTH) holds the
+  // Redis password.
+  'command',
+  '*.command',
+  'err.cause.command',
 ];
 
 export function makeLogger(level: string, options: { pretty?: boolean; destination?: DestinationStream } = {}): Logger {

@@ -54,13 +54,19 @@ interface Held {
   /** Local clock time matching the claim's Redis time, to judge the deadline. */
   claimedAtLocal: number;
   claimedAtRedis: number;
+  /** Claimed as the one probe allowed while 401/403 pauses polling. */
+  probe: boolean;
 }
 
 export function makePoller(d: PollerDeps): Poller {
   const o = d.options;
   const random = d.random ?? Math.random;
   const log = d.log;
-  let pausedUntil = 0;
+  // 401/403 pause: no requests but one probe per authPauseMs, until an answer that is not
+  // 401/403 clears the pause. `paused` only changes on answers, so readiness does not flicker.
+  let paused = false;
+  let nextProbeAt = 0;
+  let probing = false;
 
   const loop = makeWorkLoop<Held>({
     name: 'polls',
@@ -72,23 +78,29 @@ export function makePoller(d: PollerDeps): Poller {
     async claim(limit) {
       const r = await d.schedule.claim(limit, o.leaseMs);
       const local = d.clock.now();
+      const probe = probing;
+      probing = false;
       return {
-        items: r.claims.map((claim) => ({ claim, claimedAtLocal: local, claimedAtRedis: r.now })),
+        items: r.claims.map((claim) => ({ claim, claimedAtLocal: local, claimedAtRedis: r.now, probe })),
         idleMs: r.nextDue === undefined ? 1000 : Math.max(5, r.nextDue - r.now),
       };
     },
     process: (h, signal) => pollOne(h, signal),
     handBack: (h) => reschedule(h, 0, 0),
-    // While 401/403 pauses polling, one probe at a time tells us when credentials work again.
     claimLimit(free, held) {
-      const wait = pausedUntil - d.clock.now();
-      if (wait <= 0) return { limit: free, waitMs: 0 };
-      return { limit: held === 0 ? 1 : 0, waitMs: wait };
+      if (!paused) return { limit: free, waitMs: 0 };
+      const wait = nextProbeAt - d.clock.now();
+      if (wait > 0 || held > 0) return { limit: 0, waitMs: Math.max(wait, 50) };
+      nextProbeAt = d.clock.now() + o.authPauseMs;
+      probing = true;
+      return { limit: 1, waitMs: 0 };
     },
   });
 
   async function pollOne(h: Held, signal: AbortSignal): Promise<void> {
     const { claim } = h;
+    // Claimed before the pause began: wait it out without a request.
+    if (paused && !h.probe) return await reschedule(h, o.authPauseMs, 0);
     const polls = claim.polls + 1;
     const began = d.clock.now();
     let failure: DaemonError | undefined;
@@ -110,8 +122,8 @@ export function makePoller(d: PollerDeps): Poller {
       log.warn({ run_id: claim.runId, err: failure, retry_in_ms: delay }, 'poll failed; the run stays watched');
       return await reschedule(h, delay, 1);
     }
-    if (lookup.kind !== 'auth' && pausedUntil > 0) {
-      pausedUntil = 0;
+    if (lookup.kind !== 'auth' && paused) {
+      paused = false;
       d.metrics.authPaused.set(0);
       log.warn('Letta API accepts our credentials again; polling resumes');
       loop.wake();
@@ -146,13 +158,14 @@ export function makePoller(d: PollerDeps): Poller {
       }
       case 'auth':
         d.metrics.polls.inc({ outcome: 'auth' });
-        if (pausedUntil === 0) {
+        if (!paused) {
           log.error(
             { status: lookup.status },
             'Letta API refused our credentials (check LETTA_API_KEY); polling is paused, no run is dropped',
           );
+          paused = true;
+          nextProbeAt = d.clock.now() + o.authPauseMs;
         }
-        pausedUntil = d.clock.now() + o.authPauseMs;
         d.metrics.authPaused.set(1);
         return await reschedule(h, o.authPauseMs, 0);
     }
@@ -197,7 +210,7 @@ export function makePoller(d: PollerDeps): Poller {
       return loop.held;
     },
     get authPaused() {
-      return pausedUntil > d.clock.now();
+      return paused;
     },
     get lastBeat() {
       return loop.lastBeat;

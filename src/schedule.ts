@@ -61,7 +61,12 @@ for _ = 1, batch do
   else
     local s = string.match(raw, '^%s*(.-)%s*$')
     if string.sub(s, 1, 1) == '{' then
+      -- Redis's cjson also reads NaN, Infinity and hex numbers, which are not JSON; turn that
+      -- off for this decode only (the setting is global to Redis's Lua state).
+      local lenient = cjson.decode_invalid_numbers()
+      cjson.decode_invalid_numbers(false)
       local ok, obj = pcall(cjson.decode, s)
+      cjson.decode_invalid_numbers(lenient)
       if not ok or type(obj) ~= 'table' then
         reject(raw, 'not valid JSON')
       elseif not valid_id(obj.run_id) then
