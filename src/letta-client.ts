@@ -1,5 +1,5 @@
 import pRetry from 'p-retry';
-import { Agent, request, type Dispatcher } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { classifyStatus, isTransientNetworkError, parseRetryAfter } from './classify.ts';
 import type { Clock } from './clock.ts';
@@ -76,7 +76,9 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
   const ownDispatcher = o.dispatcher === undefined;
   const dispatcher =
     o.dispatcher ?? new Agent({ keepAliveTimeout: 30_000, connections: o.connections ?? null, pipelining: 1 });
-  const base = o.baseUrl.replace(/\/+$/, '');
+  const base = new URL(o.baseUrl);
+  const origin = base.origin;
+  const basePath = base.pathname.replace(/\/+$/, '');
   // identity: undici's request() does not decompress, so a compressed body could not be read,
   // and a body claiming an encoding we did not ask for is refused rather than trusted.
   const headers: Record<string, string> = {
@@ -86,37 +88,94 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
   };
   if (o.apiKey) headers['authorization'] = `Bearer ${o.apiKey}`;
 
-  async function attempt(url: string, signal: AbortSignal): Promise<RawAnswer> {
-    const timeout = AbortSignal.timeout(o.requestTimeoutMs);
-    const both = AbortSignal.any([signal, timeout]);
-    try {
-      const res = await request(url, { method: 'GET', headers, signal: both, dispatcher });
-      const cls = classifyStatus(res.statusCode);
-      if (cls === 'transient') {
-        await res.body.dump({ limit: 64 * 1024 }).catch(() => {});
-        const retryAfterMs = parseRetryAfter(res.headers['retry-after'], o.clock.now());
-        throw new DaemonError('ERR_API_STATUS', `Letta API answered ${res.statusCode}`, {
-          status: res.statusCode,
-          ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
-        });
+  /**
+   * One request on undici's handler API (dispatch): the hot path, so no body stream, async
+   * iterator or extra promise per request, just callbacks. One timer bounds the whole
+   * exchange; the caller's signal aborts it; the body is capped as it arrives.
+   */
+  function attempt(path: string, signal: AbortSignal): Promise<RawAnswer> {
+    return new Promise<RawAnswer>((resolve, reject) => {
+      let controller: Dispatcher.DispatchController | undefined;
+      let done = false;
+      let status = 0;
+      let retryAfterMs: number | undefined;
+      let size = 0;
+      const chunks: Buffer[] = [];
+      const finish = (err: unknown, answer?: RawAnswer) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+        if (err === undefined && answer) resolve(answer);
+        else reject(err);
+      };
+      const stop = (err: unknown) => {
+        // Settle first: aborting calls onResponseError, which must not replace this error.
+        finish(err);
+        if (controller && !controller.aborted) controller.abort(err instanceof Error ? err : new Error(String(err)));
+      };
+      const timer = setTimeout(
+        () => stop(new DaemonError('ERR_API_TIMEOUT', `Letta API did not answer within ${o.requestTimeoutMs} ms`)),
+        o.requestTimeoutMs,
+      );
+      const onAbort = () => stop(signal.reason);
+      if (signal.aborted) return finish(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      try {
+        dispatcher.dispatch(
+          { origin, path, method: 'GET', headers },
+          {
+            onRequestStart(c) {
+              controller = c;
+            },
+            onResponseStart(_c, statusCode, h) {
+              status = statusCode;
+              if (classifyStatus(statusCode) === 'transient') {
+                retryAfterMs = parseRetryAfter(h['retry-after'], o.clock.now());
+                return;
+              }
+              const encoding = String(h['content-encoding'] ?? 'identity').trim().toLowerCase();
+              if (encoding !== 'identity' && encoding !== '') {
+                return stop(new DaemonError('ERR_API_SCHEMA', `Letta API answered with content-encoding ${encoding}, which was not asked for`, { status }));
+              }
+              const declared = Number(h['content-length']);
+              if (Number.isFinite(declared) && declared > o.maxResponseBytes) {
+                stop(new DaemonError('ERR_API_BODY_TOO_LARGE', `Letta API answer of ${declared} bytes exceeds the ${o.maxResponseBytes}-byte cap`, { status }));
+              }
+            },
+            onResponseData(_c, chunk) {
+              if (done || retryAfterMs !== undefined || classifyStatus(status) === 'transient') return;
+              size += chunk.length;
+              if (size > o.maxResponseBytes) {
+                return stop(new DaemonError('ERR_API_BODY_TOO_LARGE', `Letta API answer exceeds the ${o.maxResponseBytes}-byte cap`, { status }));
+              }
+              chunks.push(chunk);
+            },
+            onResponseEnd() {
+              if (classifyStatus(status) === 'transient') {
+                return finish(
+                  new DaemonError('ERR_API_STATUS', `Letta API answered ${status}`, {
+                    status,
+                    ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+                  }),
+                );
+              }
+              finish(undefined, { status, body: Buffer.concat(chunks, size).toString('utf8') });
+            },
+            onResponseError(_c, err) {
+              if (done) return;
+              if (isTransientNetworkError(err)) {
+                finish(new DaemonError('ERR_API_NETWORK', `cannot reach Letta API: ${err.message}`, { cause: err }));
+              } else {
+                finish(new DaemonError('ERR_API_NETWORK', `request to Letta API failed: ${err.message}`, { cause: err }));
+              }
+            },
+          },
+        );
+      } catch (err) {
+        finish(new DaemonError('ERR_API_NETWORK', `request to Letta API failed: ${(err as Error).message}`, { cause: err }));
       }
-      const encoding = String(res.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
-      if (encoding !== 'identity' && encoding !== '') {
-        res.body.destroy();
-        throw new DaemonError('ERR_API_SCHEMA', `Letta API answered with content-encoding ${encoding}, which was not asked for`, { status: res.statusCode });
-      }
-      return { status: res.statusCode, body: await readCapped(res, o.maxResponseBytes) };
-    } catch (err) {
-      if (signal.aborted) throw signal.reason;
-      if (isDaemonError(err)) throw err;
-      if (timeout.aborted) {
-        throw new DaemonError('ERR_API_TIMEOUT', `Letta API did not answer within ${o.requestTimeoutMs} ms`, { cause: err });
-      }
-      if (isTransientNetworkError(err)) {
-        throw new DaemonError('ERR_API_NETWORK', `cannot reach Letta API: ${(err as Error).message}`, { cause: err });
-      }
-      throw new DaemonError('ERR_API_NETWORK', `request to Letta API failed: ${(err as Error).message}`, { cause: err });
-    }
+    });
   }
 
   function retryable(err: unknown): boolean {
@@ -131,10 +190,10 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
     async getRun(runId, signal) {
       // Intake enforces this already; checked again so no ID ("..", "a/b") can leave /v1/runs/.
       if (!RUN_ID_PATTERN.test(runId)) return { kind: 'bad_id', status: 400 };
-      const url = `${base}/v1/runs/${encodeURIComponent(runId)}`;
+      const path = `${basePath}/v1/runs/${encodeURIComponent(runId)}`;
       // p-retry wraps only the transport; parsing happens after it, since a ZodError would
       // otherwise look like a retryable failure.
-      const answer = await pRetry(() => attempt(url, signal), {
+      const answer = await pRetry(() => attempt(path, signal), {
         retries: o.retries,
         minTimeout: o.retryMinMs,
         maxTimeout: o.retryMaxMs,
@@ -194,25 +253,6 @@ function parseRun(body: string, status: number): Run {
     });
   }
   return parsed.data;
-}
-
-async function readCapped(res: Dispatcher.ResponseData, limit: number): Promise<string> {
-  const declared = Number(res.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) {
-    res.body.destroy();
-    throw new DaemonError('ERR_API_BODY_TOO_LARGE', `Letta API answer of ${declared} bytes exceeds the ${limit}-byte cap`, { status: res.statusCode });
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of res.body) {
-    size += (chunk as Buffer).length;
-    if (size > limit) {
-      res.body.destroy();
-      throw new DaemonError('ERR_API_BODY_TOO_LARGE', `Letta API answer exceeds the ${limit}-byte cap`, { status: res.statusCode });
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 function snippet(body: string): string {

@@ -100,7 +100,7 @@ export function makePoller(d: PollerDeps): Poller {
   async function pollOne(h: Held, signal: AbortSignal): Promise<void> {
     const { claim } = h;
     // Claimed before the pause began: wait it out without a request.
-    if (paused && !h.probe) return await reschedule(h, o.authPauseMs, 0);
+    if (paused && !h.probe) return track(reschedule(h, o.authPauseMs, 0));
     const polls = claim.polls + 1;
     const began = d.clock.now();
     let failure: DaemonError | undefined;
@@ -108,7 +108,7 @@ export function makePoller(d: PollerDeps): Poller {
     try {
       lookup = await d.client.getRun(claim.runId, signal);
     } catch (err) {
-      if (signal.aborted) return await reschedule(h, 0, 0);
+      if (signal.aborted) return track(reschedule(h, 0, 0));
       failure = isDaemonError(err) ? err : new DaemonError('ERR_API_NETWORK', String(err), { cause: err });
     }
     d.metrics.pollDuration.observe((d.clock.now() - began) / 1000);
@@ -117,10 +117,10 @@ export function makePoller(d: PollerDeps): Poller {
 
     if (failure || !lookup) {
       d.metrics.polls.inc({ outcome: 'error' });
-      if (expired) return await commit(h, 'run.expired', null, polls);
+      if (expired) return track(commit(h, 'run.expired', null, polls));
       const delay = Math.max(nextPollDelay(polls, o, random), Math.min(failure?.retryAfterMs ?? 0, 3_600_000));
       log.warn({ run_id: claim.runId, err: failure, retry_in_ms: delay }, 'poll failed; the run stays watched');
-      return await reschedule(h, delay, 1);
+      return track(reschedule(h, delay, 1));
     }
     if (lookup.kind !== 'auth' && paused) {
       paused = false;
@@ -133,29 +133,19 @@ export function makePoller(d: PollerDeps): Poller {
         const state = classifyRun(lookup.run.status);
         if (state.terminal) {
           d.metrics.polls.inc({ outcome: 'terminal' });
-          return await commit(h, state.type, lookup.run, polls);
+          return track(commit(h, state.type, lookup.run, polls));
         }
         if (!state.known) log.warn({ run_id: claim.runId, status: lookup.run.status }, 'unknown run status; treating the run as not finished');
         d.metrics.polls.inc({ outcome: 'pending' });
-        if (expired) return await commit(h, 'run.expired', lookup.run, polls);
-        return await reschedule(h, nextPollDelay(polls, o, random), 1);
+        if (expired) return track(commit(h, 'run.expired', lookup.run, polls));
+        return track(reschedule(h, nextPollDelay(polls, o, random), 1));
       }
       case 'not_found':
         d.metrics.polls.inc({ outcome: 'not_found' });
-        return await commit(h, 'run.not_found', null, polls);
-      case 'bad_id': {
+        return track(commit(h, 'run.not_found', null, polls));
+      case 'bad_id':
         d.metrics.polls.inc({ outcome: 'bad_id' });
-        const dead = JSON.stringify({
-          kind: 'run',
-          reason: `Letta API answered ${lookup.status}: it does not accept this run ID`,
-          at: new Date(d.clock.now()).toISOString(),
-          entry: (claim.hasEntry ? await d.schedule.entryOf(claim.runId) : null) ?? claim.runId,
-        });
-        const ok = await d.settle.add({ kind: 'D', runId: claim.runId, token: claim.token, deadJson: dead });
-        if (ok) d.metrics.deadLetters.inc({ kind: 'run' });
-        else d.metrics.leasesLost.inc();
-        return;
-      }
+        return track(deadLetter(h, lookup.status));
       case 'auth':
         d.metrics.polls.inc({ outcome: 'auth' });
         if (!paused) {
@@ -167,8 +157,35 @@ export function makePoller(d: PollerDeps): Poller {
           nextProbeAt = d.clock.now() + o.authPauseMs;
         }
         d.metrics.authPaused.set(1);
-        return await reschedule(h, o.authPauseMs, 0);
+        return track(reschedule(h, o.authPauseMs, 0));
     }
+  }
+
+  /**
+   * Settling runs after the request, outside the p-queue slot: the slot is for API requests,
+   * and a poll need not hold one through its Redis round trip. stop() waits for these.
+   */
+  const settling = new Set<Promise<void>>();
+  function track(p: Promise<void>): void {
+    settling.add(p);
+    p.catch((err: unknown) => log.error({ err }, 'could not settle a poll; the run comes due again when its lease ends')).finally(() => {
+      settling.delete(p);
+      // The claim loop may be asleep until a due time it read before this run was rescheduled.
+      loop.wake();
+    });
+  }
+
+  async function deadLetter(h: Held, status: number): Promise<void> {
+    const { claim } = h;
+    const dead = JSON.stringify({
+      kind: 'run',
+      reason: `Letta API answered ${status}: it does not accept this run ID`,
+      at: new Date(d.clock.now()).toISOString(),
+      entry: (claim.hasEntry ? await d.schedule.entryOf(claim.runId) : null) ?? claim.runId,
+    });
+    const ok = await d.settle.add({ kind: 'D', runId: claim.runId, token: claim.token, deadJson: dead });
+    if (ok) d.metrics.deadLetters.inc({ kind: 'run' });
+    else d.metrics.leasesLost.inc();
   }
 
   async function reschedule(h: Held, delayMs: number, addPolls: number): Promise<void> {
@@ -205,7 +222,10 @@ export function makePoller(d: PollerDeps): Poller {
   return {
     start: () => loop.start(),
     wake: () => loop.wake(),
-    stop: (graceMs) => loop.stop(graceMs),
+    async stop(graceMs) {
+      await loop.stop(graceMs);
+      while (settling.size > 0) await Promise.allSettled([...settling]);
+    },
     get inFlight() {
       return loop.held;
     },

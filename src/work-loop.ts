@@ -39,8 +39,6 @@ const IDLE_WAIT_MS = 1000;
 
 interface Held<T> {
   item: T;
-  controller: AbortController;
-  dequeue: AbortController;
   started: boolean;
   done: Promise<void>;
 }
@@ -60,6 +58,8 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
   const capacity = o.concurrency * 2;
   const held = new Set<Held<T>>();
   const stopping = new AbortController();
+  // One signal for all running work: it aborts when the shutdown grace runs out.
+  const graceOver = new AbortController();
   let loopDone: Promise<void> | undefined;
   let wakeUp: (() => void) | undefined;
   let lastBeat = o.clock.now();
@@ -112,17 +112,15 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
   }
 
   function start(item: T): void {
-    const h: Held<T> = { item, controller: new AbortController(), dequeue: new AbortController(), started: false, done: Promise.resolve() };
+    const h: Held<T> = { item, started: false, done: Promise.resolve() };
     held.add(h);
     h.done = queue
-      .add(
-        async () => {
-          h.started = true;
-          await o.process(item, h.controller.signal);
-        },
-        { signal: h.dequeue.signal },
-      )
+      .add(async () => {
+        h.started = true;
+        await o.process(item, graceOver.signal);
+      })
       .catch(async (err: unknown) => {
+        // Never started: removed from the queue by stop() (queue.clear()), so give it back.
         if (!h.started) await o.handBack(item);
         else o.log.error({ err }, `${o.name}: task failed; the item comes due again when its lease ends`);
       })
@@ -145,18 +143,18 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
       wake();
       await loopDone;
       // Not started yet: take them out of the queue, which hands them back.
-      for (const h of held) if (!h.started) h.dequeue.abort();
+      queue.clear();
       const all = () => Promise.all([...held].map((h) => h.done));
-      const graceOver = new AbortController();
-      const timer = o.clock.sleep(graceMs, graceOver.signal).then(
+      const timerDone = new AbortController();
+      const timer = o.clock.sleep(graceMs, timerDone.signal).then(
         () => 'timeout' as const,
         () => 'done' as const,
       );
       const first = await Promise.race([all().then(() => 'done' as const), timer]);
-      graceOver.abort();
+      timerDone.abort();
       if (first === 'timeout' && held.size > 0) {
         o.log.warn({ in_flight: held.size }, `${o.name}: shutdown grace ran out; handing back unfinished work`);
-        for (const h of held) h.controller.abort();
+        graceOver.abort();
         await all();
       }
     },
