@@ -1,5 +1,3 @@
-import { setTimeout as sleepTimer } from 'node:timers/promises';
-
 /**
  * Time as a port: production uses the wall clock, tests drive a manual one. Fake timers do not
  * reach `timers/promises`, so every wait in the daemon goes through `sleep` here.
@@ -12,9 +10,22 @@ export interface Clock {
 
 export const systemClock: Clock = {
   now: () => Date.now(),
-  sleep: async (ms, signal) => {
-    await sleepTimer(Math.max(0, ms), undefined, signal ? { signal } : undefined);
-  },
+  // Not timers/promises: on abort it builds a new AbortError (with a stack trace) every time,
+  // and the work loops abort their idle sleep after nearly every poll. This rejects with the
+  // signal's own reason.
+  sleep: (ms, signal) =>
+    new Promise<void>((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason as Error);
+      const onAbort = () => {
+        clearTimeout(timer);
+        reject(signal?.reason as Error);
+      };
+      const timer = setTimeout(() => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      }, Math.max(0, ms));
+      signal?.addEventListener('abort', onAbort, { once: true });
+    }),
 };
 
 /** A clock that only moves when told to; sleepers wake in due order as time passes. */

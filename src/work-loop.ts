@@ -36,6 +36,7 @@ export interface WorkLoop {
 }
 
 const IDLE_WAIT_MS = 1000;
+const WOKEN = Object.freeze({ woken: true });
 
 interface Held<T> {
   item: T;
@@ -68,11 +69,20 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
     wakeUp?.();
   }
 
+  /**
+   * Sleeps until `ms` pass or wake() is called (stop() calls it too). The abort reason is a
+   * constant: wake() runs after every settle, and a default AbortError would capture a stack
+   * trace each time.
+   */
   async function idle(ms: number): Promise<void> {
+    if (stopping.signal.aborted) return;
     const ctl = new AbortController();
-    wakeUp = () => ctl.abort();
+    wakeUp = () => {
+      wakeUp = undefined;
+      ctl.abort(WOKEN);
+    };
     try {
-      await o.clock.sleep(Math.max(1, ms), AbortSignal.any([ctl.signal, stopping.signal]));
+      await o.clock.sleep(Math.max(1, ms), ctl.signal);
     } catch {
       // woken or stopping
     } finally {
