@@ -19,7 +19,10 @@ LABEL org.opencontainers.image.title="letta-run-watcher" \
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
  && rm -rf /var/lib/apt/lists/*
+# A small young generation: the daemon's heap is short-lived garbage, and V8's default on a
+# large host lets it grow to ~300 MB of RSS (BENCHMARKS.md, "Scale").
 ENV NODE_ENV=production \
+    NODE_OPTIONS="--max-semi-space-size=2" \
     WATCHER_HTTP_HOST=0.0.0.0 \
     WATCHER_HTTP_PORT=8080
 WORKDIR /app

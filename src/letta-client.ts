@@ -105,7 +105,9 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
         if (done) return;
         done = true;
         clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
+        // Once the signal fired its once-listener is gone; removing it anyway walks every
+        // other request's listener on that shared signal (quadratic at 10,000 in flight).
+        if (!signal.aborted) signal.removeEventListener('abort', onAbort);
         if (err === undefined && answer) resolve(answer);
         else reject(err);
       };
