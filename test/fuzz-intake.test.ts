@@ -1,18 +1,16 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Daemon } from '../src/daemon.ts';
 import { makeLogger } from '../src/log.ts';
 import {
-  Cleanup,
-  deleteTestKeys,
   keys,
   readDead,
   readEvents,
   testConfig,
   waitFor,
   type DeadLetter,
+  useSuite,
 } from './support/harness.ts';
 
 /**
@@ -42,22 +40,7 @@ function prng(seed: number): () => number {
   };
 }
 
-let redis: Redis;
-const cleanup = new Cleanup();
-
-beforeAll(() => {
-  redis = new Redis(inject('redisUrl'));
-});
-afterEach(async () => {
-  try {
-    await cleanup.run();
-  } finally {
-    await deleteTestKeys(redis);
-  }
-});
-afterAll(async () => {
-  await redis.quit();
-});
+const { redis, cleanup } = useSuite();
 
 /** A Letta stand-in that records every request path and answers any well-formed ID as completed. */
 interface RecordingApi {

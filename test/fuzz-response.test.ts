@@ -2,11 +2,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Daemon } from '../src/daemon.ts';
 import { makeLogger } from '../src/log.ts';
-import { Cleanup, deleteTestKeys, keys, readEvents, testConfig, waitFor } from './support/harness.ts';
+import { keys, readEvents, testConfig, waitFor, useSuite } from './support/harness.ts';
 
 /**
  * Bad answers from the Letta side: non-JSON, truncated JSON, wrong types, HTML error pages, a
@@ -22,22 +21,7 @@ const RUN_ID = 'run-fuzz-response';
 const MiB = 1024 * 1024;
 const HUGE = 50 * MiB;
 
-let redis: Redis;
-const cleanup = new Cleanup();
-
-beforeAll(() => {
-  redis = new Redis(inject('redisUrl'));
-});
-afterEach(async () => {
-  try {
-    await cleanup.run();
-  } finally {
-    await deleteTestKeys(redis);
-  }
-});
-afterAll(async () => {
-  await redis.quit();
-});
+const { redis, cleanup } = useSuite();
 
 function runJson(status: string, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({

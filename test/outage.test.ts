@@ -1,18 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Daemon } from '../src/daemon.ts';
 import { makeLogger } from '../src/log.ts';
 import { startSimulator, type CreatedRun, type Simulator } from '../src/simulator/server.ts';
 import {
-  Cleanup,
   configFile,
-  deleteTestKeys,
   enqueue,
   keys,
-  killAllDaemons,
   readEvents,
-  removeTempFiles,
   shortLease,
   spawnDaemon,
   tally,
@@ -20,6 +16,7 @@ import {
   testEnv,
   waitFor,
   type SpawnedDaemon,
+  useSuite,
 } from './support/harness.ts';
 import { freePort, startRedisServer, type RedisServer } from './support/redis-server.ts';
 
@@ -35,24 +32,7 @@ const LONG = process.env['LRW_LONG'] === '1';
 const REDIS_OUTAGE_MS = LONG ? 30_000 : 8000;
 const OUTCOMES = ['completed', 'failed', 'cancelled'] as const;
 
-let redis: Redis;
-const cleanup = new Cleanup();
-
-beforeAll(() => {
-  redis = new Redis(inject('redisUrl'));
-});
-afterEach(async () => {
-  try {
-    await killAllDaemons();
-    await cleanup.run();
-  } finally {
-    await deleteTestKeys(redis);
-    removeTempFiles();
-  }
-});
-afterAll(async () => {
-  await redis.quit();
-});
+const { redis, cleanup } = useSuite();
 
 async function simulator(apiKey?: string): Promise<Simulator> {
   const sim = await startSimulator({ port: 0, ...(apiKey === undefined ? {} : { apiKey }) });
