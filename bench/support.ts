@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
+export { seeded } from '../src/simulator/prng.ts';
 
 /**
  * Plumbing for the benchmark: child processes (Redis, the API stub, the daemon, autocannon)
@@ -366,18 +367,6 @@ export function percentile(sorted: readonly number[], p: number): number {
 
 export function mean(xs: readonly number[]): number {
   return xs.length === 0 ? Number.NaN : xs.reduce((a, b) => a + b, 0) / xs.length;
-}
-
-/** Deterministic PRNG (mulberry32) so the Monte Carlo gives the same table every run. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export function fmt(n: number, digits = 0): string {

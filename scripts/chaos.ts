@@ -30,6 +30,7 @@ import { keysFor } from '../src/schedule.ts';
 import { startSimulator, type SimOutcome } from '../src/simulator/server.ts';
 import { newSecret, startReceiver, type Receiver, type ReceivedRequest } from '../test/support/receiver.ts';
 import { startRedisServer, type RedisServer } from '../test/support/redis-server.ts';
+import { seeded } from '../src/simulator/prng.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const MAIN = join(ROOT, 'src/main.ts');
@@ -141,18 +142,6 @@ export interface ChaosReport {
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
-
-/** mulberry32: a seeded PRNG, so a failing run can be repeated with --seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function waitUntil(what: string, fn: () => Promise<boolean> | boolean, timeoutMs: number, describe?: () => Promise<string>): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -324,7 +313,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
   const started = Date.now();
   const t = () => `[${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s]`;
   const say = (s: string) => o.log(`${t()} ${s}`);
-  const rnd = prng(o.seed);
+  const rnd = seeded(o.seed);
   const between = (lo: number, hi: number) => lo + rnd() * (hi - lo);
   const cleanups: (() => Promise<unknown> | unknown)[] = [];
   const replicas: Replica[] = [];
@@ -341,12 +330,12 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
 
     const apiKey = `sk-test-${randomBytes(16).toString('hex')}`;
     const secret = newSecret();
-    const sim = await startSimulator({ port: 0, apiKey, random: prng(o.seed ^ 0x5eed), faults: o.faults });
+    const sim = await startSimulator({ port: 0, apiKey, random: seeded(o.seed ^ 0x5eed), faults: o.faults });
     cleanups.push(() => sim.close());
     const tap = await startTap(sim.url);
     cleanups.push(() => tap.close());
 
-    const rxRandom = prng(o.seed ^ 0xbeef);
+    const rxRandom = seeded(o.seed ^ 0xbeef);
     let failedOnPurpose = 0;
     const rx: Receiver = await startReceiver({
       secrets: [secret],

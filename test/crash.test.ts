@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { startSimulator, type CreatedRun, type Simulator } from '../src/simulator/server.ts';
 import { startRedisServer } from './support/redis-server.ts';
 import {
+  expectExactlyOnce,
   configFile,
   enqueue,
   keys,
@@ -12,7 +13,6 @@ import {
   redisNow,
   shortLease,
   spawnDaemon,
-  tally,
   testEnv,
   waitFor,
   waitForEvents,
@@ -76,17 +76,6 @@ async function finalEvents(prefix: string, expected: number, daemons: readonly S
   return await readEvents(redis, prefix);
 }
 
-function expectExactlyOnce(events: readonly StreamEvent[], runs: ReadonlyMap<string, CreatedRun>): void {
-  const t = tally(events, runs.keys());
-  expect({ total: t.total, missing: t.missing, duplicated: t.duplicated, unexpected: t.unexpected }).toEqual({
-    total: runs.size,
-    missing: [],
-    duplicated: [],
-    unexpected: [],
-  });
-  for (const { event } of events) expect(event.type).toBe(`run.${runs.get(event.data.run_id)?.outcome}`);
-}
-
 describe('crash safety of the daemon binary', () => {
   it('kill -9 at random moments, five times, loses no run and duplicates none (300 runs)', async () => {
     const sim = await simulator();
@@ -121,7 +110,7 @@ describe('crash safety of the daemon binary', () => {
     expect(inFlightAtKill.every((n) => n > 0), `runs watched at each kill: ${inFlightAtKill.join(', ')}`).toBe(true);
 
     const events = await finalEvents(prefix, runs.size, all);
-    expectExactlyOnce(events, runs);
+    expectExactlyOnce(events, runs.keys(), runs);
     expect(await daemon.stop()).toBe(0);
     expect((await readEvents(redis, prefix)).length).toBe(runs.size);
     expectNoFatal(all);
@@ -148,7 +137,7 @@ describe('crash safety of the daemon binary', () => {
     expect(watched).toBeGreaterThan(0);
 
     const events = await finalEvents(prefix, runs.size, all);
-    expectExactlyOnce(events, runs);
+    expectExactlyOnce(events, runs.keys(), runs);
     const codes = await Promise.all([b.stop(), a2.stop()]);
     expect(codes).toEqual([0, 0]);
     expect((await readEvents(redis, prefix)).length).toBe(runs.size);
@@ -193,7 +182,7 @@ describe('crash safety of the daemon binary', () => {
 
     const second = spawnDaemon(env);
     const all = await finalEvents(prefix, runs.size, [first, second], 20_000);
-    expectExactlyOnce(all, runs);
+    expectExactlyOnce(all, runs.keys(), runs);
     expect(await second.stop()).toBe(0);
     expectNoFatal([first, second]);
   });

@@ -9,6 +9,7 @@ import { eventId, type WatchEvent } from '../src/events.ts';
 import { makeLogger } from '../src/log.ts';
 import { startSimulator, type CreatedRun, type Simulator, type SimulatorOptions } from '../src/simulator/server.ts';
 import {
+  expectExactlyOnce,
   configFile,
   enqueue,
   keys,
@@ -17,7 +18,6 @@ import {
   readDead,
   readEvents,
   redisNow,
-  tally,
   testConfig,
   waitFor,
   waitForEvents,
@@ -68,16 +68,6 @@ async function settledEvents(prefix: string, expected: number, timeoutMs = 20_00
     describe: async () => `schedule ${await redis.zcard(k.schedule)}, intake ${await redis.llen(k.intake)}`,
   });
   return await readEvents(redis, prefix);
-}
-
-function expectExactlyOnce(events: readonly StreamEvent[], runIds: Iterable<string>): void {
-  const t = tally(events, runIds);
-  const few = (ids: string[]) => (ids.length > 10 ? [...ids.slice(0, 10), `…and ${ids.length - 10} more`] : ids);
-  expect({ missing: few(t.missing), duplicated: few(t.duplicated), unexpected: few(t.unexpected) }).toEqual({
-    missing: [],
-    duplicated: [],
-    unexpected: [],
-  });
 }
 
 function byRun(events: readonly StreamEvent[]): Map<string, WatchEvent> {

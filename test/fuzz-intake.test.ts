@@ -12,6 +12,7 @@ import {
   type DeadLetter,
   useSuite,
 } from './support/harness.ts';
+import { seeded } from '../src/simulator/prng.ts';
 
 /**
  * Bad input on the intake list. 10,000 generated entries (random bytes, huge strings, unicode
@@ -27,18 +28,6 @@ const SEED = Number(process.env['LRW_FUZZ_SEED'] ?? Math.floor(Math.random() * 2
 const TOTAL = 10_000;
 const RUN_PATH = /^\/v1\/runs\/[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 const VALID_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
-
-/** mulberry32 */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const { redis, cleanup } = useSuite();
 
@@ -104,7 +93,7 @@ interface Invalid {
 }
 
 function generator(seed: number) {
-  const rnd = prng(seed);
+  const rnd = seeded(seed);
   const int = (lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
   const ID_CHARS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-';

@@ -5,13 +5,13 @@ import { Daemon } from '../src/daemon.ts';
 import { makeLogger } from '../src/log.ts';
 import { startSimulator, type CreatedRun, type Simulator } from '../src/simulator/server.ts';
 import {
+  expectExactlyOnce,
   configFile,
   enqueue,
   keys,
   readEvents,
   shortLease,
   spawnDaemon,
-  tally,
   testConfig,
   testEnv,
   waitFor,
@@ -62,17 +62,6 @@ async function probe(port: number, path: string): Promise<Probe> {
   } catch (err) {
     return { status: 0, body: String(err) };
   }
-}
-
-function expectExactlyOnce(events: Awaited<ReturnType<typeof readEvents>>, runs: ReadonlyMap<string, CreatedRun>): void {
-  const t = tally(events, runs.keys());
-  expect({ total: t.total, missing: t.missing, duplicated: t.duplicated, unexpected: t.unexpected }).toEqual({
-    total: runs.size,
-    missing: [],
-    duplicated: [],
-    unexpected: [],
-  });
-  for (const { event } of events) expect(event.type).toBe(`run.${runs.get(event.data.run_id)?.outcome}`);
 }
 
 describe('outages', () => {
@@ -127,7 +116,7 @@ describe('outages', () => {
       async () => (await producer.xlen(k.events)) >= runs.size && (await producer.zcard(k.schedule)) === 0 && (await producer.llen(k.intake)) === 0,
       { timeoutMs: 30_000, describe: async () => `${await producer.xlen(k.events)} of ${runs.size} events, ${await producer.zcard(k.schedule)} watched` },
     );
-    expectExactlyOnce(await readEvents(producer, prefix), runs);
+    expectExactlyOnce(await readEvents(producer, prefix), runs.keys(), runs);
     expect(await producer.llen(k.dead)).toBe(0);
 
     expect(await daemon.stop(), daemon.output().slice(-2000)).toBe(0);
@@ -203,7 +192,7 @@ describe('outages', () => {
       timeoutMs: 20_000,
       describe: async () => `${await redis.xlen(k.events)} of ${runs.size} events`,
     });
-    expectExactlyOnce(await readEvents(redis, prefix), runs);
+    expectExactlyOnce(await readEvents(redis, prefix), runs.keys(), runs);
     expect(await redis.llen(k.dead)).toBe(0);
     expect(await metricValue(daemon, 'letta_watcher_auth_paused')).toBe(0);
   }, 60_000);

@@ -4,22 +4,11 @@ import { startSimulator } from '../src/simulator/server.ts';
 import type { Simulator, SimulatorOptions } from '../src/simulator/server.ts';
 import { parseSimulatorArgs, simulatorUsage } from '../src/simulator/args.ts';
 import { isDaemonError } from '../src/errors.ts';
+import { seeded } from '../src/simulator/prng.ts';
 
 const T0 = Date.parse('2025-10-17T21:53:00.000Z');
 const NAIVE_MICROS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}$/;
 const TERMINAL = ['completed', 'failed', 'cancelled'];
-
-/** Small deterministic PRNG so fault and outcome picks repeat run to run. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const open: Simulator[] = [];
 afterEach(async () => {
@@ -28,7 +17,7 @@ afterEach(async () => {
 
 async function start(options: SimulatorOptions = {}): Promise<{ sim: Simulator; clock: { t: number } }> {
   const clock = { t: T0 };
-  const sim = await startSimulator({ port: 0, now: () => clock.t, random: mulberry32(42), ...options });
+  const sim = await startSimulator({ port: 0, now: () => clock.t, random: seeded(42), ...options });
   open.push(sim);
   return { sim, clock };
 }

@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Redis as RedisClient, type Redis } from 'ioredis';
-import { afterAll, afterEach, inject } from 'vitest';
+import { afterAll, afterEach, expect, inject } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.ts';
 import type { WatchEvent } from '../../src/events.ts';
 import { keysFor, type Keys } from '../../src/schedule.ts';
@@ -178,6 +178,25 @@ export interface Tally {
   unexpected: string[];
   /** Events in the stream. */
   total: number;
+}
+
+/**
+ * Exactly one event per run: none missing, duplicated or unexpected (lists cut at 10). With
+ * `outcomes` (the simulator's runs), each event's type must also match the run's outcome.
+ */
+export function expectExactlyOnce(
+  events: readonly StreamEvent[],
+  runIds: Iterable<string>,
+  outcomes?: ReadonlyMap<string, { outcome: string }>,
+): void {
+  const t = tally(events, runIds);
+  const few = (ids: string[]) => (ids.length > 10 ? [...ids.slice(0, 10), `…and ${ids.length - 10} more`] : ids);
+  expect({ missing: few(t.missing), duplicated: few(t.duplicated), unexpected: few(t.unexpected) }).toEqual({
+    missing: [],
+    duplicated: [],
+    unexpected: [],
+  });
+  if (outcomes) for (const { event } of events) expect(event.type).toBe(`run.${outcomes.get(event.data.run_id)?.outcome}`);
 }
 
 /** Compares the stream with the runs that were enqueued. */
