@@ -86,7 +86,7 @@ export function makePoller(d: PollerDeps): Poller {
       };
     },
     process: (h, signal) => pollOne(h, signal),
-    handBack: (h) => reschedule(h, 0, 0),
+    handBack: (h) => reschedule(h, 0, false),
     claimLimit(free, held) {
       if (!paused) return { limit: free, waitMs: 0 };
       const wait = nextProbeAt - d.clock.now();
@@ -100,7 +100,7 @@ export function makePoller(d: PollerDeps): Poller {
   async function pollOne(h: Held, signal: AbortSignal): Promise<void> {
     const { claim } = h;
     // Claimed before the pause began: wait it out without a request.
-    if (paused && !h.probe) return track(reschedule(h, o.authPauseMs, 0));
+    if (paused && !h.probe) return track(reschedule(h, o.authPauseMs, false));
     const polls = claim.polls + 1;
     const began = d.clock.now();
     let failure: DaemonError | undefined;
@@ -108,7 +108,7 @@ export function makePoller(d: PollerDeps): Poller {
     try {
       lookup = await d.client.getRun(claim.runId, signal);
     } catch (err) {
-      if (signal.aborted) return track(reschedule(h, 0, 0));
+      if (signal.aborted) return track(reschedule(h, 0, false));
       failure = isDaemonError(err) ? err : new DaemonError('ERR_API_NETWORK', String(err), { cause: err });
     }
     d.metrics.pollDuration.observe((d.clock.now() - began) / 1000);
@@ -120,7 +120,7 @@ export function makePoller(d: PollerDeps): Poller {
       if (expired) return track(commit(h, 'run.expired', null, polls));
       const delay = Math.max(nextPollDelay(polls, o, random), Math.min(failure?.retryAfterMs ?? 0, 3_600_000));
       log.warn({ run_id: claim.runId, err: failure, retry_in_ms: delay }, 'poll failed; the run stays watched');
-      return track(reschedule(h, delay, 1));
+      return track(reschedule(h, delay, true));
     }
     if (lookup.kind !== 'auth' && paused) {
       paused = false;
@@ -138,7 +138,7 @@ export function makePoller(d: PollerDeps): Poller {
         if (!state.known) log.warn({ run_id: claim.runId, status: lookup.run.status }, 'unknown run status; treating the run as not finished');
         d.metrics.polls.inc({ outcome: 'pending' });
         if (expired) return track(commit(h, 'run.expired', lookup.run, polls));
-        return track(reschedule(h, nextPollDelay(polls, o, random), 1));
+        return track(reschedule(h, nextPollDelay(polls, o, random), true));
       }
       case 'not_found':
         d.metrics.polls.inc({ outcome: 'not_found' });
@@ -157,7 +157,7 @@ export function makePoller(d: PollerDeps): Poller {
           nextProbeAt = d.clock.now() + o.authPauseMs;
         }
         d.metrics.authPaused.set(1);
-        return track(reschedule(h, o.authPauseMs, 0));
+        return track(reschedule(h, o.authPauseMs, false));
     }
   }
 
@@ -181,22 +181,23 @@ export function makePoller(d: PollerDeps): Poller {
       kind: 'run',
       reason: `Letta API answered ${status}: it does not accept this run ID`,
       at: new Date(d.clock.now()).toISOString(),
-      entry: (claim.hasEntry ? await d.schedule.entryOf(claim.runId) : null) ?? claim.runId,
+      entry: (await d.schedule.entryOf(claim.runId)) ?? claim.runId,
     });
     const ok = await d.settle.add({ kind: 'D', runId: claim.runId, token: claim.token, deadJson: dead });
     if (ok) d.metrics.deadLetters.inc({ kind: 'run' });
     else d.metrics.leasesLost.inc();
   }
 
-  async function reschedule(h: Held, delayMs: number, addPolls: number): Promise<void> {
-    const ok = await d.settle.add({ kind: 'R', runId: h.claim.runId, token: h.claim.token, delayMs: Math.round(delayMs), addPolls });
+  async function reschedule(h: Held, delayMs: number, polled: boolean): Promise<void> {
+    const ok = await d.settle.add({ kind: 'R', runId: h.claim.runId, token: h.claim.token, delayMs: Math.round(delayMs), polled });
     if (!ok) d.metrics.leasesLost.inc();
   }
 
   async function commit(h: Held, type: EventType, run: Run | null, polls: number): Promise<void> {
     const { claim } = h;
-    // Only JSON entries carry metadata; a bare ID costs no extra round trip.
-    const entry = claim.hasEntry ? await d.schedule.entryOf(claim.runId) : null;
+    // The intake entry, for its metadata (null for a bare ID): one HGET per finished run, so
+    // the claim, once per poll, need not look.
+    const entry = await d.schedule.entryOf(claim.runId);
     const detectedAt = d.clock.now();
     const event = buildEvent({
       type,

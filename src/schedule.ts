@@ -19,10 +19,17 @@ import type { Redis } from 'ioredis';
  *   P:dead             LIST   rejected intake entries, exhausted deliveries
  *
  * Leases: a claim pushes a run's score out by the lease and bumps its claim counter `c`. The
- * counter is the fencing token: settling a run (reschedule or commit) is refused unless `c`
- * still equals the token the claim returned and the lease has not passed. So a replica that
- * stalled past its lease cannot commit after another replica re-claimed the run, and a run
- * whose replica died comes due again on its own when the lease runs out.
+ * token a claim returns is "<counter>:<lease end ms>", and it is the fence: settling a run
+ * (reschedule or commit) is refused unless `c` still equals the counter and the lease end has
+ * not passed. So a replica that stalled past its lease cannot commit, even before another
+ * replica re-claims the run, and a run whose replica died comes due again on its own when the
+ * lease runs out.
+ *
+ * Cost: each redis.call in a script costs about a microsecond, most of Redis's share of a
+ * poll, so the hot path is kept to three per poll (HMGET + HSET at the claim, HGET at the
+ * settle) plus its share of one ZADD per batch. That is why `p` (polls) is counted at the
+ * claim, in the same HSET as the counter, and given back by a reschedule of a run that was
+ * not polled (handed back at shutdown, waiting out a 401 pause).
  *
  * Every script reads the time from Redis (TIME), not from the replica, so replicas with
  * skewed clocks still agree on what is due. Keys built inside scripts all share the prefix;
@@ -32,6 +39,15 @@ import type { Redis } from 'ioredis';
 const NOW = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`;
+
+/** One ZADD per 500 members (Lua's unpack has a stack limit) instead of one per member. */
+const ZADD_ALL = `
+local function zadd_all(key, pairs)
+  for j = 1, #pairs, 1000 do
+    redis.call('ZADD', key, unpack(pairs, j, math.min(j + 999, #pairs)))
+  end
+end
 `;
 
 /** KEYS: intake, schedule, dead. ARGV: prefix, batch, default max watch ms, max entry bytes, max watch cap, now ISO. */
@@ -146,43 +162,50 @@ end
 
 /**
  * KEYS: schedule, last-claim key. ARGV: prefix, limit, lease ms, claim id. Returns now, next
- * due, then per run: id, token, enqueued, deadline, polls, and 1 when it has a JSON entry.
+ * due, lease end, then per run: id, claim counter, enqueued, deadline, polls before this claim.
+ * The replay record holds the claim id, the lease end, then the ids.
  */
-const CLAIM = `${NOW}${LAST_CLAIM}
+const CLAIM = `${NOW}${ZADD_ALL}${LAST_CLAIM}
 local prefix, limit, lease, claim_id = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local out = {now, -1}
-local function emit(id, token, f)
+local out = {now, -1, now + lease}
+local function emit(id, token, e, d, polls)
   out[#out + 1] = id
   out[#out + 1] = token
-  out[#out + 1] = f[1]
-  out[#out + 1] = f[2]
-  out[#out + 1] = f[3]
-  out[#out + 1] = f[5] and 1 or 0
+  out[#out + 1] = e
+  out[#out + 1] = d
+  out[#out + 1] = polls
 end
 local again = replayed(KEYS[2], claim_id)
 if again then
+  out[3] = table.remove(again, 1)
   for _, id in ipairs(again) do
-    local f = redis.call('HMGET', prefix .. ':run:' .. id, 'e', 'd', 'p', 'c', 'r')
-    if f[1] then emit(id, f[4], f) end
+    local f = redis.call('HMGET', prefix .. ':run:' .. id, 'e', 'd', 'p', 'c')
+    if f[1] then emit(id, f[4], f[1], f[2], (tonumber(f[3]) or 1) - 1) end
   end
   return out
 end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
-local claimed = {}
+local until_ms = now + lease
+local claimed, moved = {until_ms}, {}
 for _, id in ipairs(ids) do
   local key = prefix .. ':run:' .. id
-  -- HSTRLEN, not the entry itself: the poll path only needs to know whether there is one.
-  local f = redis.call('HMGET', key, 'e', 'd', 'p')
+  local f = redis.call('HMGET', key, 'e', 'd', 'p', 'c')
   if not f[1] then
     redis.call('ZREM', KEYS[1], id)
   else
-    f[5] = redis.call('HSTRLEN', key, 'r') > 0 or nil
+    local polls = tonumber(f[3]) or 0
+    local token = (tonumber(f[4]) or 0) + 1
+    redis.call('HSET', key, 'c', token, 'p', polls + 1)
     claimed[#claimed + 1] = id
-    emit(id, redis.call('HINCRBY', key, 'c', 1), f)
-    redis.call('ZADD', KEYS[1], now + lease, id)
+    emit(id, token, f[1], f[2], polls)
+    moved[#moved + 1] = until_ms
+    moved[#moved + 1] = id
   end
 end
-if #claimed > 0 then remember(KEYS[2], claim_id, claimed, lease) end
+if #moved > 0 then
+  zadd_all(KEYS[1], moved)
+  remember(KEYS[2], claim_id, claimed, lease)
+end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if first[2] then out[2] = tonumber(first[2]) end
 return out
@@ -190,29 +213,32 @@ return out
 
 /**
  * KEYS: schedule, events, dead, outbox. ARGV: prefix, stream max length, delay of the first
- * delivery attempt (ms), number of global targets G, G target names, then 5 values per op:
- * kind, run id, token, a, b.
- *   R  reschedule: a = delay ms, b = polls to add
+ * delivery attempt (ms), number of global targets G, G target names, then 6 values per op:
+ * kind, run id, claim counter, lease end, a, b.
+ *   R  reschedule: a = delay ms, b = 1 if the run was polled, 0 if not (gives back the poll
+ *      the claim counted)
  *   C  commit:     a = event JSON, b = event id. Appends the event, records one delivery per
  *                  global target and per-run URL, and drops the run: all or nothing.
  *   D  dead-letter the run: a = dead-letter JSON
  * Returns one 1 (done) or 0 (fenced: the lease was lost) per op.
  */
-const SETTLE = `${NOW}
+const SETTLE = `${NOW}${ZADD_ALL}
 local prefix, maxlen, first, g = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local out = {}
+local out, moved = {}, {}
 local i = 5 + g
-while i + 4 <= #ARGV do
-  local kind, id, token, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  i = i + 5
+while i + 5 <= #ARGV do
+  local kind, id, counter, lease_end, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]) or 0, ARGV[i + 4], ARGV[i + 5]
+  i = i + 6
   local key = prefix .. ':run:' .. id
   local ok = 0
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  if score and tonumber(score) >= now and redis.call('HGET', key, 'c') == token then
+  if lease_end >= now and redis.call('HGET', key, 'c') == counter then
     ok = 1
     if kind == 'R' then
-      redis.call('ZADD', KEYS[1], now + tonumber(a), id)
-      if b ~= '0' then redis.call('HINCRBY', key, 'p', tonumber(b)) end
+      -- One ZADD for the whole batch, after the loop: a batch never holds two ops for one run
+      -- (a run is claimed again only after its previous settle has been applied).
+      moved[#moved + 1] = now + tonumber(a)
+      moved[#moved + 1] = id
+      if b == '0' then redis.call('HINCRBY', key, 'p', -1) end
     elseif kind == 'C' then
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'event', a)
       local n = 0
@@ -242,6 +268,7 @@ while i + 4 <= #ARGV do
   end
   out[#out + 1] = ok
 end
+zadd_all(KEYS[1], moved)
 return out
 `;
 
@@ -303,9 +330,8 @@ export interface Claim {
   token: string;
   enqueuedAt: number;
   deadline: number;
+  /** Polls made before this claim. */
   polls: number;
-  /** The run came as a JSON entry (kept in `r`, for its metadata); false for a bare ID. */
-  hasEntry: boolean;
 }
 
 export interface ClaimResult {
@@ -317,7 +343,8 @@ export interface ClaimResult {
 }
 
 export type SettleOp =
-  | { kind: 'R'; runId: string; token: string; delayMs: number; addPolls: number }
+  /** `polled`: a request was made for this claim (else the claim's counted poll is given back). */
+  | { kind: 'R'; runId: string; token: string; delayMs: number; polled: boolean }
   | { kind: 'C'; runId: string; token: string; eventJson: string; eventId: string }
   | { kind: 'D'; runId: string; token: string; deadJson: string };
 
@@ -354,14 +381,15 @@ export function makeSchedule(redis: Redis, prefix: string, streamMaxLen: number,
     async claim(limit, leaseMs, claimId = String(++claims)) {
       const r = (await claimScript(redis, [keys.schedule, lastClaim], [prefix, limit, leaseMs, claimId])) as (string | number)[];
       const claims: Claim[] = [];
-      for (let i = 2; i + 5 < r.length; i += 6) {
+      // The token carries the lease end, so a settle checks the lease without reading the score.
+      const leaseEnd = String(r[2]);
+      for (let i = 3; i + 4 < r.length; i += 5) {
         claims.push({
           runId: String(r[i]),
-          token: String(r[i + 1]),
+          token: `${r[i + 1]}:${leaseEnd}`,
           enqueuedAt: Number(r[i + 2]),
           deadline: Number(r[i + 3]),
           polls: Number(r[i + 4]),
-          hasEntry: Number(r[i + 5]) === 1,
         });
       }
       const next = Number(r[1]);
@@ -371,9 +399,13 @@ export function makeSchedule(redis: Redis, prefix: string, streamMaxLen: number,
       if (ops.length === 0) return [];
       const args: (string | number)[] = [prefix, streamMaxLen, firstDeliveryMs, globalTargets.length, ...globalTargets];
       for (const op of ops) {
-        if (op.kind === 'R') args.push('R', op.runId, op.token, op.delayMs, op.addPolls);
-        else if (op.kind === 'C') args.push('C', op.runId, op.token, op.eventJson, op.eventId);
-        else args.push('D', op.runId, op.token, op.deadJson, '');
+        // A token that is not "<counter>:<lease end>" matches no run and is refused.
+        const colon = op.token.indexOf(':');
+        const counter = colon > 0 ? op.token.slice(0, colon) : '-';
+        const leaseEnd = colon > 0 ? op.token.slice(colon + 1) : '0';
+        if (op.kind === 'R') args.push('R', op.runId, counter, leaseEnd, op.delayMs, op.polled ? 1 : 0);
+        else if (op.kind === 'C') args.push('C', op.runId, counter, leaseEnd, op.eventJson, op.eventId);
+        else args.push('D', op.runId, counter, leaseEnd, op.deadJson, '');
       }
       const r = (await settleScript(redis, [keys.schedule, keys.events, keys.dead, keys.outbox], args)) as number[];
       return r.map((v) => v === 1);

@@ -57,6 +57,57 @@ describe('claims', () => {
   });
 });
 
+describe('claims and settles in bulk', () => {
+  it('claims and reschedules 1,200 runs in one call each (ZADD in chunks), all due again as asked', async () => {
+    fresh();
+    const ids = Array.from({ length: 1200 }, (_, i) => `run-${i}`);
+    await redis.lpush(`${prefix}:intake`, ...ids);
+    while ((await schedule.intake(limits, new Date().toISOString())).taken > 0);
+    const first = await schedule.claim(5000, 60_000);
+    expect(first.claims).toHaveLength(1200);
+    expect((await schedule.claim(5000, 60_000)).claims).toHaveLength(0);
+    const ok = await schedule.settle(
+      first.claims.map((c) => ({ kind: 'R' as const, runId: c.runId, token: c.token, delayMs: 0, polled: true })),
+      [],
+    );
+    expect(ok.every(Boolean)).toBe(true);
+    const again = await schedule.claim(5000, 60_000);
+    expect(again.claims.map((c) => c.runId).sort()).toEqual([...ids].sort());
+    expect(again.claims.every((c) => c.polls === 1)).toBe(true);
+  });
+
+  it('counts a poll per claim, and gives it back when the run is rescheduled unpolled', async () => {
+    fresh();
+    await watch('run-p');
+    const settleR = async (token: string, polled: boolean) =>
+      expect(await schedule.settle([{ kind: 'R', runId: 'run-p', token, delayMs: 0, polled }], [])).toEqual([true]);
+    let c = (await schedule.claim(1, 60_000)).claims[0]!;
+    expect(c.polls).toBe(0);
+    await settleR(c.token, true);
+    c = (await schedule.claim(1, 60_000)).claims[0]!;
+    expect(c.polls).toBe(1);
+    await settleR(c.token, false); // handed back at shutdown: no request was made
+    c = (await schedule.claim(1, 60_000)).claims[0]!;
+    expect(c.polls).toBe(1);
+    // A re-sent reschedule (its reply lost) is applied again but counts nothing twice.
+    await settleR(c.token, true);
+    await settleR(c.token, true);
+    c = (await schedule.claim(1, 60_000)).claims[0]!;
+    expect(c.polls).toBe(2);
+  });
+
+  it('refuses a token that is not one a claim returned', async () => {
+    fresh();
+    await watch('run-t');
+    const c = (await schedule.claim(1, 60_000)).claims[0]!;
+    const counter = c.token.split(':')[0]!;
+    for (const token of [counter, `${counter}:`, `${counter}:${Date.now() - 1000}`, 'x', '']) {
+      expect(await schedule.settle([{ kind: 'R', runId: 'run-t', token, delayMs: 0, polled: true }], [])).toEqual([false]);
+    }
+    expect(await schedule.settle([{ kind: 'R', runId: 'run-t', token: c.token, delayMs: 0, polled: true }], [])).toEqual([true]);
+  });
+});
+
 describe('settling is fenced', () => {
   it('a replica whose run was re-claimed by another cannot commit a second event', async () => {
     fresh('replica-a');
@@ -80,7 +131,7 @@ describe('settling is fenced', () => {
     await watch('run-y');
     const c = (await schedule.claim(1, 1)).claims[0]!;
     await new Promise((r) => setTimeout(r, 5));
-    expect(await schedule.settle([{ kind: 'R', runId: 'run-y', token: c.token, delayMs: 1000, addPolls: 1 }], [])).toEqual([false]);
+    expect(await schedule.settle([{ kind: 'R', runId: 'run-y', token: c.token, delayMs: 1000, polled: true }], [])).toEqual([false]);
   });
 
   it('a commit records one delivery per configured target and per-run URL, in the same step', async () => {
