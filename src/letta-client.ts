@@ -1,4 +1,5 @@
 import pRetry from 'p-retry';
+import type { IncomingHttpHeaders } from 'node:http';
 import { Agent, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { classifyStatus, isTransientNetworkError, parseRetryAfter } from './classify.ts';
@@ -88,94 +89,16 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
   };
   if (o.apiKey) headers['authorization'] = `Bearer ${o.apiKey}`;
 
-  /**
-   * One request on undici's handler API (dispatch): the hot path, so no body stream, async
-   * iterator or extra promise per request, just callbacks. One timer bounds the whole
-   * exchange; the caller's signal aborts it; the body is capped as it arrives.
-   */
+  /** One request on undici's handler API: see RunRequest. */
   function attempt(path: string, signal: AbortSignal): Promise<RawAnswer> {
     return new Promise<RawAnswer>((resolve, reject) => {
-      let controller: Dispatcher.DispatchController | undefined;
-      let done = false;
-      let status = 0;
-      let retryAfterMs: number | undefined;
-      let size = 0;
-      const chunks: Buffer[] = [];
-      const finish = (err: unknown, answer?: RawAnswer) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        // Once the signal fired its once-listener is gone; removing it anyway walks every
-        // other request's listener on that shared signal (quadratic at 10,000 in flight).
-        if (!signal.aborted) signal.removeEventListener('abort', onAbort);
-        if (err === undefined && answer) resolve(answer);
-        else reject(err);
-      };
-      const stop = (err: unknown) => {
-        // Settle first: aborting calls onResponseError, which must not replace this error.
-        finish(err);
-        if (controller && !controller.aborted) controller.abort(err instanceof Error ? err : new Error(String(err)));
-      };
-      const timer = setTimeout(
-        () => stop(new DaemonError('ERR_API_TIMEOUT', `Letta API did not answer within ${o.requestTimeoutMs} ms`)),
-        o.requestTimeoutMs,
-      );
-      const onAbort = () => stop(signal.reason);
-      if (signal.aborted) return finish(signal.reason);
-      signal.addEventListener('abort', onAbort, { once: true });
+      const request = new RunRequest(o, signal, resolve, reject);
+      if (signal.aborted) return request.finish(signal.reason);
+      signal.addEventListener('abort', request, { once: true });
       try {
-        dispatcher.dispatch(
-          { origin, path, method: 'GET', headers },
-          {
-            onRequestStart(c) {
-              controller = c;
-            },
-            onResponseStart(_c, statusCode, h) {
-              status = statusCode;
-              if (classifyStatus(statusCode) === 'transient') {
-                retryAfterMs = parseRetryAfter(h['retry-after'], o.clock.now());
-                return;
-              }
-              const encoding = String(h['content-encoding'] ?? 'identity').trim().toLowerCase();
-              if (encoding !== 'identity' && encoding !== '') {
-                return stop(new DaemonError('ERR_API_SCHEMA', `Letta API answered with content-encoding ${encoding}, which was not asked for`, { status }));
-              }
-              const declared = Number(h['content-length']);
-              if (Number.isFinite(declared) && declared > o.maxResponseBytes) {
-                stop(new DaemonError('ERR_API_BODY_TOO_LARGE', `Letta API answer of ${declared} bytes exceeds the ${o.maxResponseBytes}-byte cap`, { status }));
-              }
-            },
-            onResponseData(_c, chunk) {
-              if (done || retryAfterMs !== undefined || classifyStatus(status) === 'transient') return;
-              size += chunk.length;
-              if (size > o.maxResponseBytes) {
-                return stop(new DaemonError('ERR_API_BODY_TOO_LARGE', `Letta API answer exceeds the ${o.maxResponseBytes}-byte cap`, { status }));
-              }
-              chunks.push(chunk);
-            },
-            onResponseEnd() {
-              if (classifyStatus(status) === 'transient') {
-                return finish(
-                  new DaemonError('ERR_API_STATUS', `Letta API answered ${status}`, {
-                    status,
-                    ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
-                  }),
-                );
-              }
-              finish(undefined, { status, body: Buffer.concat(chunks, size).toString('utf8') });
-            },
-            onResponseError(_c, err) {
-              if (done) return;
-              if (isTransientNetworkError(err)) {
-                finish(new DaemonError('ERR_API_NETWORK', `cannot reach Letta API: ${err.message}`, { cause: err }));
-              } else {
-                finish(new DaemonError('ERR_API_NETWORK', `request to Letta API failed: ${err.message}`, { cause: err }));
-              }
-            },
-          },
-        );
+        dispatcher.dispatch({ origin, path, method: 'GET', headers }, request);
       } catch (err) {
-        finish(new DaemonError('ERR_API_NETWORK', `request to Letta API failed: ${(err as Error).message}`, { cause: err }));
+        request.finish(new DaemonError('ERR_API_NETWORK', `request to Letta API failed: ${(err as Error).message}`, { cause: err }));
       }
     });
   }
@@ -194,24 +117,39 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
       if (!RUN_ID_PATTERN.test(runId)) return { kind: 'bad_id', status: 400 };
       const path = `${basePath}/v1/runs/${encodeURIComponent(runId)}`;
       // p-retry wraps only the transport; parsing happens after it, since a ZodError would
-      // otherwise look like a retryable failure.
-      const answer = await pRetry(() => attempt(path, signal), {
-        retries: o.retries,
-        minTimeout: o.retryMinMs,
-        maxTimeout: o.retryMaxMs,
-        factor: 2,
-        randomize: true,
-        signal,
-        shouldRetry: ({ error }) => retryable(error),
-        onFailedAttempt: async ({ error, retryDelay, retriesLeft }) => {
-          if (isDaemonError(error)) o.onAttemptError?.(error);
-          // Honour Retry-After: wait out whatever p-retry's own delay does not cover.
-          const wanted = isDaemonError(error) ? (error.retryAfterMs ?? 0) : 0;
-          if (retriesLeft > 0 && retryable(error) && wanted > retryDelay) {
-            await o.clock.sleep(wanted - retryDelay, signal);
-          }
-        },
-      });
+      // otherwise look like a retryable failure. The first attempt runs on its own (nearly
+      // every poll ends there); if it fails, p-retry takes over as if it had made that attempt.
+      let answer: RawAnswer;
+      try {
+        answer = await attempt(path, signal);
+      } catch (first) {
+        let replay: unknown = first;
+        answer = await pRetry(
+          () => {
+            if (replay === undefined) return attempt(path, signal);
+            const err = replay;
+            replay = undefined;
+            throw err;
+          },
+          {
+            retries: o.retries,
+            minTimeout: o.retryMinMs,
+            maxTimeout: o.retryMaxMs,
+            factor: 2,
+            randomize: true,
+            signal,
+            shouldRetry: ({ error }) => retryable(error),
+            onFailedAttempt: async ({ error, retryDelay, retriesLeft }) => {
+              if (isDaemonError(error)) o.onAttemptError?.(error);
+              // Honour Retry-After: wait out whatever p-retry's own delay does not cover.
+              const wanted = isDaemonError(error) ? (error.retryAfterMs ?? 0) : 0;
+              if (retriesLeft > 0 && retryable(error) && wanted > retryDelay) {
+                await o.clock.sleep(wanted - retryDelay, signal);
+              }
+            },
+          },
+        );
+      }
       switch (classifyStatus(answer.status)) {
         case 'ok':
           try {
@@ -239,6 +177,109 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
       if (ownDispatcher) await dispatcher.close();
     },
   };
+}
+
+/**
+ * One GET on undici's handler API (dispatch): the hot path, so no body stream, async iterator
+ * or extra promise per request, and one object for the handler, the abort listener and the
+ * timer's callback. One timer bounds the whole exchange; the caller's signal aborts it; the
+ * body is capped as it arrives.
+ */
+class RunRequest implements Dispatcher.DispatchHandler, EventListenerObject {
+  #controller: Dispatcher.DispatchController | undefined;
+  #done = false;
+  #status = 0;
+  #transient = false;
+  #retryAfterMs: number | undefined;
+  #size = 0;
+  #chunks: Buffer[] = [];
+  readonly #timer: NodeJS.Timeout;
+  readonly #o: LettaClientOptions;
+  readonly #signal: AbortSignal;
+  readonly #resolve: (answer: RawAnswer) => void;
+  readonly #reject: (err: unknown) => void;
+
+  constructor(o: LettaClientOptions, signal: AbortSignal, resolve: (answer: RawAnswer) => void, reject: (err: unknown) => void) {
+    this.#o = o;
+    this.#signal = signal;
+    this.#resolve = resolve;
+    this.#reject = reject;
+    this.#timer = setTimeout(RunRequest.#onTimeout, o.requestTimeoutMs, this);
+  }
+
+  static #onTimeout(this: void, r: RunRequest): void {
+    r.#stop(new DaemonError('ERR_API_TIMEOUT', `Letta API did not answer within ${r.#o.requestTimeoutMs} ms`));
+  }
+
+  /** The caller's signal aborted. */
+  handleEvent(): void {
+    this.#stop(this.#signal.reason);
+  }
+
+  finish(err: unknown, answer?: RawAnswer): void {
+    if (this.#done) return;
+    this.#done = true;
+    clearTimeout(this.#timer);
+    // Once the signal fired its once-listener is gone; removing it anyway walks every other
+    // request's listener on that shared signal (quadratic at 10,000 in flight).
+    if (!this.#signal.aborted) this.#signal.removeEventListener('abort', this);
+    if (err === undefined && answer) this.#resolve(answer);
+    else this.#reject(err);
+  }
+
+  #stop(err: unknown): void {
+    // Settle first: aborting calls onResponseError, which must not replace this error.
+    this.finish(err);
+    const c = this.#controller;
+    if (c && !c.aborted) c.abort(err instanceof Error ? err : new Error(String(err)));
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+  }
+
+  onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, h: IncomingHttpHeaders): void {
+    this.#status = statusCode;
+    if (classifyStatus(statusCode) === 'transient') {
+      this.#transient = true;
+      this.#retryAfterMs = parseRetryAfter(h['retry-after'], this.#o.clock.now());
+      return;
+    }
+    const encoding = String(h['content-encoding'] ?? 'identity').trim().toLowerCase();
+    if (encoding !== 'identity' && encoding !== '') {
+      return this.#stop(new DaemonError('ERR_API_SCHEMA', `Letta API answered with content-encoding ${encoding}, which was not asked for`, { status: statusCode }));
+    }
+    const declared = Number(h['content-length']);
+    if (Number.isFinite(declared) && declared > this.#o.maxResponseBytes) {
+      this.#stop(new DaemonError('ERR_API_BODY_TOO_LARGE', `Letta API answer of ${declared} bytes exceeds the ${this.#o.maxResponseBytes}-byte cap`, { status: statusCode }));
+    }
+  }
+
+  onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#done || this.#transient) return;
+    this.#size += chunk.length;
+    if (this.#size > this.#o.maxResponseBytes) {
+      return this.#stop(new DaemonError('ERR_API_BODY_TOO_LARGE', `Letta API answer exceeds the ${this.#o.maxResponseBytes}-byte cap`, { status: this.#status }));
+    }
+    this.#chunks.push(chunk);
+  }
+
+  onResponseEnd(): void {
+    const status = this.#status;
+    if (this.#transient) {
+      const retryAfterMs = this.#retryAfterMs;
+      return this.finish(new DaemonError('ERR_API_STATUS', `Letta API answered ${status}`, { status, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) }));
+    }
+    const chunks = this.#chunks;
+    const body = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks, this.#size).toString('utf8');
+    this.finish(undefined, { status, body });
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+    if (this.#done) return;
+    const what = isTransientNetworkError(err) ? 'cannot reach Letta API' : 'request to Letta API failed';
+    this.finish(new DaemonError('ERR_API_NETWORK', `${what}: ${err.message}`, { cause: err }));
+  }
 }
 
 function parseRun(body: string, status: number): Run {

@@ -86,7 +86,7 @@ export function makePoller(d: PollerDeps): Poller {
       };
     },
     process: (h, signal) => pollOne(h, signal),
-    handBack: (h) => reschedule(h, 0, false),
+    handBack: (h) => sendReschedule(h, 0, false),
     claimLimit(free, held) {
       if (!paused) return { limit: free, waitMs: 0 };
       const wait = nextProbeAt - d.clock.now();
@@ -100,7 +100,7 @@ export function makePoller(d: PollerDeps): Poller {
   async function pollOne(h: Held, signal: AbortSignal): Promise<void> {
     const { claim } = h;
     // Claimed before the pause began: wait it out without a request.
-    if (paused && !h.probe) return track(reschedule(h, o.authPauseMs, false));
+    if (paused && !h.probe) return reschedule(h, o.authPauseMs, false);
     const polls = claim.polls + 1;
     const began = d.clock.now();
     let failure: DaemonError | undefined;
@@ -108,7 +108,7 @@ export function makePoller(d: PollerDeps): Poller {
     try {
       lookup = await d.client.getRun(claim.runId, signal);
     } catch (err) {
-      if (signal.aborted) return track(reschedule(h, 0, false));
+      if (signal.aborted) return reschedule(h, 0, false);
       failure = isDaemonError(err) ? err : new DaemonError('ERR_API_NETWORK', String(err), { cause: err });
     }
     d.metrics.pollDuration.observe((d.clock.now() - began) / 1000);
@@ -120,7 +120,7 @@ export function makePoller(d: PollerDeps): Poller {
       if (expired) return track(commit(h, 'run.expired', null, polls));
       const delay = Math.max(nextPollDelay(polls, o, random), Math.min(failure?.retryAfterMs ?? 0, 3_600_000));
       log.warn({ run_id: claim.runId, err: failure, retry_in_ms: delay }, 'poll failed; the run stays watched');
-      return track(reschedule(h, delay, true));
+      return reschedule(h, delay, true);
     }
     if (lookup.kind !== 'auth' && paused) {
       paused = false;
@@ -138,7 +138,7 @@ export function makePoller(d: PollerDeps): Poller {
         if (!state.known) log.warn({ run_id: claim.runId, status: lookup.run.status }, 'unknown run status; treating the run as not finished');
         d.metrics.polls.inc({ outcome: 'pending' });
         if (expired) return track(commit(h, 'run.expired', lookup.run, polls));
-        return track(reschedule(h, nextPollDelay(polls, o, random), true));
+        return reschedule(h, nextPollDelay(polls, o, random), true);
       }
       case 'not_found':
         d.metrics.polls.inc({ outcome: 'not_found' });
@@ -157,22 +157,31 @@ export function makePoller(d: PollerDeps): Poller {
           nextProbeAt = d.clock.now() + o.authPauseMs;
         }
         d.metrics.authPaused.set(1);
-        return track(reschedule(h, o.authPauseMs, false));
+        return reschedule(h, o.authPauseMs, false);
     }
   }
 
   /**
    * Settling runs after the request, outside the p-queue slot: the slot is for API requests,
-   * and a poll need not hold one through its Redis round trip. stop() waits for these.
+   * and a poll need not hold one through its Redis round trip. A reschedule is one op handed
+   * to the batcher (stop() drains it); a commit or dead-letter first reads the run's entry, so
+   * stop() waits for those in `settling` too.
    */
   const settling = new Set<Promise<void>>();
   function track(p: Promise<void>): void {
     settling.add(p);
-    p.catch((err: unknown) => log.error({ err }, 'could not settle a poll; the run comes due again when its lease ends')).finally(() => {
+    p.catch(settleFailed).finally(() => {
       settling.delete(p);
-      // The claim loop may be asleep until a due time it read before this run was rescheduled.
       loop.wake();
     });
+  }
+  function settleFailed(err: unknown): void {
+    log.error({ err }, 'could not settle a poll; the run comes due again when its lease ends');
+  }
+  function rescheduled(ok: boolean): void {
+    if (!ok) d.metrics.leasesLost.inc();
+    // The claim loop may be asleep until a due time it read before this run was rescheduled.
+    loop.wake();
   }
 
   async function deadLetter(h: Held, status: number): Promise<void> {
@@ -188,9 +197,14 @@ export function makePoller(d: PollerDeps): Poller {
     else d.metrics.leasesLost.inc();
   }
 
-  async function reschedule(h: Held, delayMs: number, polled: boolean): Promise<void> {
-    const ok = await d.settle.add({ kind: 'R', runId: h.claim.runId, token: h.claim.token, delayMs: Math.round(delayMs), polled });
-    if (!ok) d.metrics.leasesLost.inc();
+  /** Not awaited: the poll's p-queue slot is free while the batcher sends this. */
+  function reschedule(h: Held, delayMs: number, polled: boolean): void {
+    void sendReschedule(h, delayMs, polled);
+  }
+  function sendReschedule(h: Held, delayMs: number, polled: boolean): Promise<void> {
+    return d.settle
+      .add({ kind: 'R', runId: h.claim.runId, token: h.claim.token, delayMs: Math.round(delayMs), polled })
+      .then(rescheduled, settleFailed);
   }
 
   async function commit(h: Held, type: EventType, run: Run | null, polls: number): Promise<void> {
@@ -226,6 +240,7 @@ export function makePoller(d: PollerDeps): Poller {
     async stop(graceMs) {
       await loop.stop(graceMs);
       while (settling.size > 0) await Promise.allSettled([...settling]);
+      await d.settle.drain();
     },
     get inFlight() {
       return loop.held;

@@ -124,23 +124,29 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
   function start(item: T): void {
     const h: Held<T> = { item, started: false, done: Promise.resolve() };
     held.add(h);
-    h.done = queue
-      .add(async () => {
+    h.done = run(h);
+  }
+
+  /** One promise per item on the hot path: the queue's, awaited here. */
+  async function run(h: Held<T>): Promise<void> {
+    try {
+      await queue.add(() => {
         h.started = true;
-        await o.process(item, graceOver.signal);
-      })
-      .catch(async (err: unknown) => {
-        // Never started: removed from the queue by stop() (queue.clear()), so give it back.
-        if (!h.started) await o.handBack(item);
-        else o.log.error({ err }, `${o.name}: task failed; the item comes due again when its lease ends`);
-      })
-      .catch((err: unknown) => {
-        o.log.warn({ err }, `${o.name}: could not hand back an item; it comes due when its lease ends`);
-      })
-      .finally(() => {
-        held.delete(h);
-        if (held.size <= o.concurrency) wake();
+        return o.process(h.item, graceOver.signal);
       });
+    } catch (err) {
+      if (h.started) {
+        o.log.error({ err }, `${o.name}: task failed; the item comes due again when its lease ends`);
+      } else {
+        // Never started: removed from the queue by stop() (queue.clear()), so give it back.
+        await o.handBack(h.item).catch((e: unknown) => {
+          o.log.warn({ err: e }, `${o.name}: could not hand back an item; it comes due when its lease ends`);
+        });
+      }
+    } finally {
+      held.delete(h);
+      if (held.size <= o.concurrency) wake();
+    }
   }
 
   return {
