@@ -17,6 +17,7 @@ import {
   ROOT,
   cleanupNow,
   commandStats,
+  buildDaemon,
   daemonReady,
   fmt,
   installCleanupHandlers,
@@ -47,7 +48,8 @@ import {
  * `--no-profile`: skip the CPU profile taken after the measurements.
  * `--only=throughput,intake,scale,lag,shutdown,profile`: just those sections (to re-measure
  *   after a change; combine with --smoke for tiny sizes); writes nothing.
- * `--node-args="--max-semi-space-size=2"`: node flags for every daemon started (noted in the report).
+ * `--node-args="--max-semi-space-size=2"`: node flags for every daemon started, instead of the
+ *   image's (noted in the report).
  *
  * Every figure is printed as one `FIGURE <name>: ...` line.
  */
@@ -62,14 +64,19 @@ for (const name of ONLY ?? []) {
 }
 const nodeArgsArg = [...args].find((a) => a.startsWith('--node-args='));
 /**
- * Node flags for every daemon the bench starts: by default the NODE_OPTIONS the image sets
- * (read from the Dockerfile, so the bench measures what is deployed); --node-args overrides.
+ * Node flags for every daemon the bench starts: by default those the image's ENTRYPOINT passes
+ * between `node` and `dist/main.js` (read from the Dockerfile, so the bench measures what is
+ * deployed); --node-args overrides.
  */
-function imageNodeOptions(): string {
+function imageNodeFlags(): string[] {
   const dockerfile = readFileSync(new URL('../Dockerfile', import.meta.url), 'utf8');
-  return /NODE_OPTIONS="([^"]*)"/.exec(dockerfile)?.[1] ?? '';
+  const entrypoint = JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)?.[1] ?? '[]') as string[];
+  const node = entrypoint.indexOf('node');
+  const main = entrypoint.indexOf('dist/main.js');
+  if (node < 0 || main < node) throw new Error('Dockerfile: ENTRYPOINT does not run node … dist/main.js');
+  return entrypoint.slice(node + 1, main);
 }
-const DAEMON_NODE_ARGS = (nodeArgsArg === undefined ? imageNodeOptions() : nodeArgsArg.slice('--node-args='.length)).split(/\s+/).filter(Boolean);
+const DAEMON_NODE_ARGS = nodeArgsArg === undefined ? imageNodeFlags() : nodeArgsArg.slice('--node-args='.length).split(/\s+/).filter(Boolean);
 const want = (section: (typeof SECTIONS)[number]) => ONLY === undefined || ONLY.has(section);
 const PROFILE = !SMOKE && !args.has('--no-profile') && want('profile');
 const PREFIX = 'letta-watch';
@@ -874,7 +881,7 @@ function report(a: All): string {
     `| Node.js | ${m.node} |`,
     `| Redis | ${m.redis} (private server on a free port: no persistence, \`noeviction\`) |`,
     `| Code measured | ${a.code} |`,
-    `| Daemon command | \`node ${[...DAEMON_NODE_ARGS, 'src/main.ts', 'run'].join(' ')}\` |`,
+    `| Daemon command | \`node ${[...DAEMON_NODE_ARGS, 'dist/main.js', 'run'].join(' ')}\` |`,
     `| Load average (1 min) | ${a.load[0].toFixed(2)} at start, ${a.load[1].toFixed(2)} at end |`,
     '',
     'Redis, the API stub, the daemon and the load generator all share these cores, and so does whatever else runs on the machine (a load average above ~0.5 at the start means some did).',
@@ -888,7 +895,7 @@ function report(a: All): string {
     '## 1. Poll throughput',
     '',
     `The API is \`bench/api-server.ts\`, a plain \`node:http\` server in its own process that answers every \`GET /v1/runs/{id}\` with one fixed \`running\` Run, so runs never finish. ` +
-      `The daemon runs as \`node src/main.ts run\` with \`WATCHER_CONCURRENCY=${CONCURRENCY}\`, \`WATCHER_POLL_INITIAL_MS=1\`, \`WATCHER_POLL_MAX_MS=1\`, \`WATCHER_POLL_JITTER=0\`, \`WATCHER_HTTP_PORT=0\`, \`WATCHER_LOG_LEVEL=warn\` and an empty config file, ` +
+      `The daemon runs as \`node dist/main.js run\` with \`WATCHER_CONCURRENCY=${CONCURRENCY}\`, \`WATCHER_POLL_INITIAL_MS=1\`, \`WATCHER_POLL_MAX_MS=1\`, \`WATCHER_POLL_JITTER=0\`, \`WATCHER_HTTP_PORT=0\`, \`WATCHER_LOG_LEVEL=warn\` and an empty config file, ` +
       `over ${fmt(SIZES.throughputRuns)} watched runs (each due again 1 ms after its poll, so the daemon is never short of work). ` +
       `After ${SIZES.warmupS} s of warm-up the server's request counter is read at the start and end of a ${SIZES.windowS} s window (the server's own clock). ` +
       `Then autocannon hits the same server with the same ${CONCURRENCY} connections (pipelining 1), measured the same way; ` +
@@ -1030,6 +1037,8 @@ async function main(): Promise<number> {
   const code = codeVersion();
   note(SMOKE ? 'smoke mode: tiny sizes, BENCHMARKS.md is not written' : 'full run');
   if (DAEMON_NODE_ARGS.length > 0) note(`daemon node flags: ${DAEMON_NODE_ARGS.join(' ')}`);
+  note('building dist/ (the daemon runs as node dist/main.js, as in the image)');
+  buildDaemon();
   const redis = await startRedis();
   const redisPid = Number(/process_id:(\d+)/.exec(await redis.client.info('server'))?.[1] ?? 0);
   try {
@@ -1042,6 +1051,12 @@ async function main(): Promise<number> {
     if (want('throughput')) {
       note('1-2. poll throughput and Redis cost per poll');
       throughput = await benchThroughput(redis, redisPid);
+      if (ONLY) {
+        const t = throughput;
+        const c = t.cpuDaemon;
+        note(`CPU % while the daemon ran: daemon ${c.daemon.toFixed(0)}, Redis ${c.redis.toFixed(0)}, API stub ${c.api.toFixed(0)}; daemon ${t.daemonCpuUsPerPoll.toFixed(1)} µs/poll, Redis ${((c.redis * 10_000) / t.daemonRate).toFixed(1)} µs/poll`);
+        note(`CPU % under autocannon: autocannon ${t.cpuAutocannon.autocannon.toFixed(0)}, API stub ${t.cpuAutocannon.api.toFixed(0)}; rounds ${t.rounds.map((x) => `${fmt(x.daemon)}/${fmt(x.autocannon)}/${fmt(x.undici)}`).join(' ')}`);
+      }
     }
     if (want('intake')) {
       note('3. intake rate');
@@ -1084,6 +1099,8 @@ async function main(): Promise<number> {
       if (profile) {
         const topArea = profile.summary.areas[0];
         figure('profile', `${fmt(profile.rate)} polls/s under the profiler; largest self-time area ${topArea ? `${topArea.name} ${topArea.pct.toFixed(1)} %` : 'n/a'}`);
+        // With --only nothing is written, so show the breakdown here.
+        if (ONLY) process.stderr.write(`${profileMarkdown(profile.summary)}\n`);
       }
     }
     const seconds = (performance.now() - started) / 1000;
