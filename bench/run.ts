@@ -2,7 +2,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { loadavg } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
@@ -328,6 +328,30 @@ async function daemonRound(redis: BenchRedis, redisPid: number, api: ApiServer):
   }
 }
 
+/**
+ * CPU per request of each client, and what the 50 % target would take on this machine: the
+ * rate it names, and the CPU the daemon's one thread, Redis and the API stub would need there
+ * at the per-poll costs just measured.
+ */
+function budget(t: Throughput): string[] {
+  const per = (pct: number, rate: number) => (pct * 10_000) / rate;
+  const daemonUs = per(t.cpuDaemon.daemon, t.daemonRate);
+  const redisUs = per(t.cpuDaemon.redis, t.daemonRate);
+  const apiUs = per(t.cpuDaemon.api, t.daemonRate);
+  const target = t.autocannonRate / 2;
+  const need = (us: number) => (us * target) / 10_000;
+  const cores = cpus().length;
+  return [
+    `CPU per request: daemon ${daemonUs.toFixed(1)} µs of its own + ${redisUs.toFixed(1)} µs of Redis + ${apiUs.toFixed(1)} µs of the API stub; ` +
+      `autocannon ${per(t.cpuAutocannon.autocannon, t.autocannonRate).toFixed(1)} µs + ${per(t.cpuAutocannon.api, t.autocannonRate).toFixed(1)} µs of the stub; ` +
+      `the undici reference ${per(t.cpuUndici.client, t.undiciRate).toFixed(1)} µs + ${per(t.cpuUndici.api, t.undiciRate).toFixed(1)} µs of the stub.`,
+    '',
+    `What 50 % would take here: ${fmt(target)} polls/s, at which these costs come to ${need(daemonUs).toFixed(0)} % of a core for the daemon's one JavaScript thread, ` +
+      `${need(redisUs).toFixed(0)} % for Redis and ${need(apiUs).toFixed(0)} % for the stub: ${(need(daemonUs) + need(redisUs) + need(apiUs)).toFixed(0)} % in all on ${cores} cores. ` +
+      `The daemon's thread would have to spend at most ${(1_000_000 / target).toFixed(1)} µs per poll, of which the HTTP client alone (the reference) takes ${per(t.cpuUndici.client, t.undiciRate).toFixed(1)} µs.`,
+  ];
+}
+
 function median(xs: readonly number[]): number {
   return percentile([...xs].sort((a, b) => a - b), 50);
 }
@@ -340,7 +364,7 @@ async function benchThroughput(redis: BenchRedis, redisPid: number): Promise<Thr
     await reset(r);
     await fillViaIntake(r, schedule, SIZES.throughputRuns);
     // The same server, the same 32 connections: the daemon, a plain load generator
-    // (autocannon), and the daemon's HTTP stack alone (undici + JSON.parse) as a reference.
+    // (autocannon), and the daemon's HTTP stack alone (undici dispatch + JSON.parse) as a reference.
     // Rounds alternate so a burst of other load on the machine hits all three alike.
     const url = `${api.url}/v1/runs/run-00000000-0000-4000-8000-000000000000`;
     const duration = SIZES.warmupS + SIZES.windowS + 2;
@@ -899,7 +923,7 @@ function report(a: All): string {
       `over ${fmt(SIZES.throughputRuns)} watched runs (each due again 1 ms after its poll, so the daemon is never short of work). ` +
       `After ${SIZES.warmupS} s of warm-up the server's request counter is read at the start and end of a ${SIZES.windowS} s window (the server's own clock). ` +
       `Then autocannon hits the same server with the same ${CONCURRENCY} connections (pipelining 1), measured the same way; ` +
-      'last, as a reference, a plain undici client (`request()` through a keep-alive Agent, `JSON.parse` of each body, nothing else). ' +
+      'last, as a reference, the daemon\'s HTTP stack alone (undici\'s `dispatch` through a keep-alive Agent, `JSON.parse` of each body, nothing else). ' +
       `There are ${SIZES.throughputRounds} such rounds (daemon, autocannon, reference, one after the other) so a burst of other load hits all three alike; the table gives the medians. ` +
       'CPU is read from /proc/<pid>/stat over the same windows.',
     '',
@@ -907,8 +931,10 @@ function report(a: All): string {
     '|---|---:|---|',
     `| daemon | ${fmt(t.daemonRate)} | daemon ${t.cpuDaemon.daemon.toFixed(0)} %, Redis ${t.cpuDaemon.redis.toFixed(0)} %, API stub ${t.cpuDaemon.api.toFixed(0)} % |`,
     `| autocannon | ${fmt(t.autocannonRate)} (its own average: ${fmt(t.autocannonOwnAverage)}) | autocannon ${t.cpuAutocannon.autocannon.toFixed(0)} %, API stub ${t.cpuAutocannon.api.toFixed(0)} % |`,
-    `| reference: undici + JSON.parse alone (bench/undici-load.ts) | ${fmt(t.undiciRate)} (${((t.undiciRate / t.autocannonRate) * 100).toFixed(1)} % of autocannon) | client ${t.cpuUndici.client.toFixed(0)} %, API stub ${t.cpuUndici.api.toFixed(0)} % |`,
-    `| **ratio** | **${(t.ratio * 100).toFixed(1)} %** | daemon CPU per poll: ${fmt(t.daemonCpuUsPerPoll)} µs |`,
+    `| reference: undici dispatch + JSON.parse alone (bench/undici-load.ts) | ${fmt(t.undiciRate)} (${((t.undiciRate / t.autocannonRate) * 100).toFixed(1)} % of autocannon) | client ${t.cpuUndici.client.toFixed(0)} %, API stub ${t.cpuUndici.api.toFixed(0)} % |`,
+    `| **ratio** | **${(t.ratio * 100).toFixed(1)} %** | |`,
+    '',
+    ...budget(t),
     '',
     `Rounds (requests/s, daemon / autocannon / undici alone): ${t.rounds.map((x) => `${fmt(x.daemon)} / ${fmt(x.autocannon)} / ${fmt(x.undici)} (${((x.daemon / x.autocannon) * 100).toFixed(1)} %)`).join('; ')}.`,
     '',
@@ -1054,8 +1080,8 @@ async function main(): Promise<number> {
       if (ONLY) {
         const t = throughput;
         const c = t.cpuDaemon;
-        note(`CPU % while the daemon ran: daemon ${c.daemon.toFixed(0)}, Redis ${c.redis.toFixed(0)}, API stub ${c.api.toFixed(0)}; daemon ${t.daemonCpuUsPerPoll.toFixed(1)} µs/poll, Redis ${((c.redis * 10_000) / t.daemonRate).toFixed(1)} µs/poll`);
-        note(`CPU % under autocannon: autocannon ${t.cpuAutocannon.autocannon.toFixed(0)}, API stub ${t.cpuAutocannon.api.toFixed(0)}; rounds ${t.rounds.map((x) => `${fmt(x.daemon)}/${fmt(x.autocannon)}/${fmt(x.undici)}`).join(' ')}`);
+        note(`CPU % while the daemon ran: daemon ${c.daemon.toFixed(0)}, Redis ${c.redis.toFixed(0)}, API stub ${c.api.toFixed(0)}; rounds (daemon/autocannon/undici) ${t.rounds.map((x) => `${fmt(x.daemon)}/${fmt(x.autocannon)}/${fmt(x.undici)}`).join(' ')}`);
+        for (const line of budget(t)) if (line) note(line);
       }
     }
     if (want('intake')) {
