@@ -29,7 +29,8 @@ import type { Redis } from 'ioredis';
  * poll, so the hot path is kept to three per poll (HMGET + HSET at the claim, HGET at the
  * settle) plus its share of one ZADD per batch. That is why `p` (polls) is counted at the
  * claim, in the same HSET as the counter, and given back by a reschedule of a run that was
- * not polled (handed back at shutdown, waiting out a 401 pause).
+ * not polled (handed back at shutdown, waiting out a 401 pause). A claim whose replica died
+ * before settling stays counted: its request may well have been made.
  *
  * Every script reads the time from Redis (TIME), not from the replica, so replicas with
  * skewed clocks still agree on what is due. Keys built inside scripts all share the prefix;
