@@ -460,11 +460,13 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
       if (o.receiverDownMs <= 0) return;
       await until(at(o.receiverDownAt));
       await rx.down();
-      const downAt = Date.now();
+      const downAt = performance.now();
       say(`webhook receiver down for ${o.receiverDownMs / 1000} s`);
-      await sleep(o.receiverDownMs);
+      // A timer may fire up to a millisecond early by a fresh clock read (it counts from the
+      // event loop's cached time), so wait until the clock itself says the outage is over.
+      for (let left = o.receiverDownMs; left > 0; left = downAt + o.receiverDownMs - performance.now()) await sleep(Math.ceil(left));
       await rx.up();
-      receiverOutageMs = Date.now() - downAt;
+      receiverOutageMs = Math.round(performance.now() - downAt);
       say('webhook receiver up again');
     })();
 
