@@ -84,7 +84,8 @@ export class Daemon {
     this.#schedule = schedule;
     const globalTargets = configuredTargets(config.webhooks).map((t) => t.key);
     const firstDelivery = config.webhooks.scheduleMs[0] ?? 0;
-    const settle = makeBatcher<SettleOp, boolean>((ops) => schedule.settle(ops, globalTargets, firstDelivery), 256);
+    // At most one settle round trip per 5 ms under load (see makeBatcher).
+    const settle = makeBatcher<SettleOp, boolean>((ops) => schedule.settle(ops, globalTargets, firstDelivery), 256, 5);
     const client = makeLettaClient({
       ...config.letta,
       apiKey: config.secrets.lettaApiKey,

@@ -134,4 +134,52 @@ describe('makeBatcher', () => {
     await b.drain();
     expect(await added).toBeInstanceOf(Error);
   });
+
+  describe('with a minimum gap between flushes', () => {
+    it('a quiet batcher flushes at once: the gap only applies after a flush', async () => {
+      const { batches, flush } = recordingFlush();
+      const b = makeBatcher(flush, 100, 1000);
+      const t0 = performance.now();
+      expect(await b.add(1)).toBe(10);
+      expect(performance.now() - t0).toBeLessThan(500);
+      expect(batches).toEqual([[1]]);
+    });
+
+    it('items added within the gap wait for it and go out together', async () => {
+      const { batches, flush } = recordingFlush();
+      const starts: number[] = [];
+      const b = makeBatcher(async (items: number[]) => {
+        starts.push(performance.now());
+        return flush(items);
+      }, 100, 50);
+      await b.add(1);
+      const later = [b.add(2), b.add(3)];
+      await new Promise((r) => setTimeout(r, 10));
+      later.push(b.add(4));
+      expect(await Promise.all(later)).toEqual([20, 30, 40]);
+      expect(batches).toEqual([[1], [2, 3, 4]]);
+      expect(starts).toHaveLength(2);
+      // Timers may fire a little early by performance.now(); the gap is 50 ms.
+      expect(starts[1]! - starts[0]!).toBeGreaterThanOrEqual(45);
+    });
+
+    it('a full batch does not wait for the gap', async () => {
+      const { batches, flush } = recordingFlush();
+      const b = makeBatcher(flush, 2, 10_000);
+      await b.add(1);
+      const t0 = performance.now();
+      expect(await Promise.all([b.add(2), b.add(3)])).toEqual([20, 30]);
+      expect(performance.now() - t0).toBeLessThan(5000);
+      expect(batches).toEqual([[1], [2, 3]]);
+    });
+
+    it('drain waits for a flush the gap holds back', async () => {
+      const { batches, flush } = recordingFlush();
+      const b = makeBatcher(flush, 100, 30);
+      await b.add(1);
+      void b.add(2);
+      await b.drain();
+      expect(batches).toEqual([[1], [2]]);
+    });
+  });
 });
