@@ -289,7 +289,7 @@ export interface DaemonOptions {
 
 /**
  * Builds dist/ from this checkout's src/ (`npm run build`), so the daemon measured is the one
- * the image runs: compiled JavaScript, not sources type-stripped at load, which keeps ~20 MB
+ * the image runs: compiled JavaScript, not sources type-stripped at load, which kept 15–27 MB
  * more resident.
  */
 export function buildDaemon(): void {
