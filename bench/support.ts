@@ -1,12 +1,15 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 export { seeded } from '../src/simulator/prng.ts';
+// The bench starts its own redis-server (startRedis below, not the tests' startRedisServer):
+// its children are tracked so a signal or crash of the bench kills them, and its logs are kept
+// for the error when Redis does not come up.
+import { freePort } from '../test/support/redis-server.ts';
 
 /**
  * Plumbing for the benchmark: child processes (Redis, the API stub, the daemon, autocannon)
@@ -79,18 +82,6 @@ function tail(child: ChildProcess, max = 8000): () => string {
   child.stdout?.on('data', add);
   child.stderr?.on('data', add);
   return () => buf.slice(-max);
-}
-
-export async function freePort(): Promise<number> {
-  return await new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolvePort(port));
-    });
-  });
 }
 
 export async function waitFor<T>(

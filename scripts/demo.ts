@@ -7,16 +7,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { Webhook } from 'standardwebhooks';
 import { parseLettaTime } from '../src/classify.ts';
 import type { WatchEvent } from '../src/events.ts';
 import { startSimulator, type SimOutcome } from '../src/simulator/server.ts';
+import { startRedisServer } from '../test/support/redis-server.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const tty = process.stdout.isTTY === true;
@@ -27,17 +26,6 @@ const yellow = (s: string) => color(33, s);
 const dim = (s: string) => color(2, s);
 const t0 = Date.now();
 const say = (s: string) => process.stdout.write(`${dim(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`)} ${s}\n`);
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createNetServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
 
 const cleanups: (() => Promise<void> | void)[] = [];
 async function cleanup(): Promise<void> {
@@ -52,28 +40,13 @@ async function cleanup(): Promise<void> {
 
 async function startRedis(): Promise<string> {
   if (process.env['REDIS_URL']) return process.env['REDIS_URL'];
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'lrw-demo-redis-'));
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--maxmemory-policy', 'noeviction'], { stdio: 'ignore' });
-  cleanups.push(async () => {
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const url = `redis://127.0.0.1:${port}`;
-  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  probe.on('error', () => {});
-  for (let i = 0; i < 100; i++) {
-    try {
-      await probe.connect();
-      await probe.ping();
-      probe.disconnect();
-      return url;
-    } catch {
-      await sleep(50);
-    }
+  try {
+    const server = await startRedisServer();
+    cleanups.push(() => server.destroy());
+    return server.url;
+  } catch (err) {
+    throw new Error(`${(err as Error).message} (is redis-server installed? set REDIS_URL to use another Redis)`, { cause: err });
   }
-  throw new Error('redis-server did not start (is it installed? set REDIS_URL to use another Redis)');
 }
 
 interface Received {
