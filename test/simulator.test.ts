@@ -173,19 +173,25 @@ describe('run lifecycle', () => {
 describe('HTTP errors and auth', () => {
   it('answers 404 for unknown runs and routes, 400 for bad ids', async () => {
     const { sim } = await start();
-    const missing = await getJson(sim, '/v1/runs/run-nope');
+    const unknown = 'run-0b7e2f4a-1c3d-4e5f-8a9b-0c1d2e3f4a5b';
+    const missing = await getJson(sim, `/v1/runs/${unknown}`);
     expect(missing.status).toBe(404);
-    expect(missing.body).toEqual({ detail: 'Run not found: run-nope' });
+    expect(missing.body).toEqual({ detail: `Run not found with id=${unknown}` });
     expect(missing.headers['content-type']).toBe('application/json');
 
-    for (const bad of ['run%20x', 'run.x', 'x'.repeat(129), '%E0%A4%A']) {
+    // Letta checks the format before it looks: run- and a lowercase v4 UUID, nothing else.
+    for (const bad of ['run-nope', 'run-1', 'run%20x', 'run.x', 'x'.repeat(129), unknown.toUpperCase(), unknown.replace('-4e5f', '-1e5f'), '%E0%A4%A']) {
       const r = await getJson(sim, `/v1/runs/${bad}`);
-      expect(r.status).toBe(400);
-      expect(r.body).toEqual({ detail: 'Invalid run ID format' });
+      expect(r.status, bad).toBe(400);
+      expect(String(r.body['detail'])).toMatch(/^Invalid run ID format: .*\. Expected format: 'run-<uuid4>'$/);
     }
     const other = await getJson(sim, '/v1/agents');
     expect(other.status).toBe(404);
     expect(other.body).toEqual({ detail: 'Not Found' });
+    const health = await getJson(sim, '/v1/health/');
+    expect(health.status).toBe(200);
+    expect(health.body).toMatchObject({ status: 'ok', version: expect.any(String) });
+    expect((await get(sim, '/v1/health')).status).toBe(307);
   });
 
   it('requires the bearer key when one is set, and can turn it off', async () => {
@@ -206,22 +212,24 @@ describe('HTTP errors and auth', () => {
 describe('control endpoints', () => {
   it('creates runs over HTTP and rejects bad bodies naming the field', async () => {
     const { sim, clock } = await start();
-    const one = await post(sim, '/v1/_sim/runs', { id: 'run-fixed_1', duration_ms: 50, outcome: 'cancelled', metadata: { a: 1 } });
+    const fixed = 'run-6f1c2d3e-4a5b-4c6d-9e8f-7a6b5c4d3e2f';
+    const one = await post(sim, '/v1/_sim/runs', { id: fixed, duration_ms: 50, outcome: 'cancelled', metadata: { a: 1 } });
     expect(one.status).toBe(201);
-    expect(one.body['runs']).toEqual([{ id: 'run-fixed_1', agent_id: expect.stringMatching(/^agent-/), outcome: 'cancelled', finishes_at: T0 + 50 }]);
+    expect(one.body['runs']).toEqual([{ id: fixed, agent_id: expect.stringMatching(/^agent-/), outcome: 'cancelled', finishes_at: T0 + 50 }]);
     clock.t = T0 + 50;
-    expect((await getJson(sim, '/v1/runs/run-fixed_1')).body).toMatchObject({ status: 'cancelled', stop_reason: 'cancelled', metadata: { a: 1 } });
+    expect((await getJson(sim, `/v1/runs/${fixed}`)).body).toMatchObject({ status: 'cancelled', stop_reason: 'cancelled', metadata: { a: 1 } });
 
     const many = await post(sim, '/v1/_sim/runs', { count: 3 });
     expect(many.status).toBe(201);
     expect(many.body['runs']).toHaveLength(3);
 
-    expect((await post(sim, '/v1/_sim/runs', { id: 'run-fixed_1' })).status).toBe(409);
+    expect((await post(sim, '/v1/_sim/runs', { id: fixed })).status).toBe(409);
     for (const [body, field] of [
       [{ duration_ms: -1 }, 'duration_ms'],
       [{ outcome: 'exploded' }, 'outcome'],
       [{ count: 0 }, 'count'],
       [{ id: 'bad id' }, 'id'],
+      [{ id: 'run-fixed_1' }, 'id'],
       [{ durationMs: 5 }, 'durationMs'],
       ['{not json', 'body'],
     ] as const) {

@@ -86,14 +86,15 @@ export const DEFAULT_RUN_DEFAULTS: RunDefaults = {
   outcomes: { completed: 0.7, failed: 0.2, cancelled: 0.1 },
 };
 
-const ID_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
+/** Letta's own run-ID format: `run-` and a lowercase version-4 UUID; it answers 400 for anything else. */
+export const LETTA_RUN_ID = /^run-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const SIM_OUTCOMES: readonly SimOutcome[] = ['completed', 'failed', 'cancelled', 'never'];
 /** Letta keeps a run `created` only briefly before the agent loop picks it up. */
 const CREATED_PHASE_MAX_MS = 200;
 
 /** Letta's own run-id check: what the real server accepts before looking the id up. */
 export function isValidRunId(id: string): boolean {
-  return ID_PATTERN.test(id);
+  return LETTA_RUN_ID.test(id);
 }
 
 export function isSimOutcome(value: unknown): value is SimOutcome {
@@ -104,7 +105,7 @@ export function validateRunSpec(spec: SimRunSpec, label = 'run'): void {
   if (spec.id !== undefined && (typeof spec.id !== 'string' || !isValidRunId(spec.id))) {
     throw new DaemonError(
       'ERR_USAGE',
-      `${label}.id must be 1-128 characters of [A-Za-z0-9_-] (got ${JSON.stringify(spec.id)})`,
+      `${label}.id must be run-<lowercase uuid4>, as Letta makes them (got ${JSON.stringify(spec.id)})`,
     );
   }
   if (

@@ -14,7 +14,7 @@ export type { SimOutcome, SimRunSpec } from './runs.ts';
 
 /**
  * A Letta-compatible server for the demo, integration tests, benchmarks and chaos tests.
- * Only `GET /v1/runs/{run_id}` is Letta's; `/v1/_sim/*` is the simulator's own control surface
+ * Letta's routes are `GET /v1/runs/{run_id}` and `GET /v1/health/`; `/v1/_sim/*` is the simulator's own control surface
  * and is never faulted or authenticated, so a test can always steer it.
  */
 
@@ -49,7 +49,9 @@ export interface SimulatorOptions {
 }
 
 export interface SimStats {
+  /** Requests to Letta's runs routes (health checks are counted apart, in `healthChecks`). */
   requests: number;
+  healthChecks: number;
   /** Answers by HTTP status ("200", "429", ...); requests left hanging count under "hung". */
   byStatus: Record<string, number>;
   runsCreated: number;
@@ -97,7 +99,11 @@ const MAX_CREATE_COUNT = 100_000;
 
 const JSON_HEADERS = { 'content-type': 'application/json' } as const;
 const NOT_FOUND_BODY = '{"detail":"Not Found"}';
-const INVALID_ID_BODY = '{"detail":"Invalid run ID format"}';
+/** Letta's answers, word for word: a bad ID format (400) and an unknown run (404). */
+const invalidIdBody = (id: string) => JSON.stringify({ detail: `Invalid run ID format: ${id}. Expected format: 'run-<uuid4>'` });
+const runNotFoundBody = (id: string) => JSON.stringify({ detail: `Run not found with id=${id}` });
+/** Letta's health answer (schema Health: version and status). */
+const HEALTH_BODY = JSON.stringify({ version: '0.16.0-sim', status: 'ok' });
 const UNAUTHORIZED_BODY = '{"detail":"Unauthorized: missing or invalid API key"}';
 const RATE_LIMIT_BODY = '{"detail":"Rate limit exceeded"}';
 const CONFLICT_BODY = '{"detail":"database is locked"}';
@@ -209,7 +215,7 @@ function parseCreateBody(body: unknown): SimRunSpec[] {
   const id = b['id'];
   if (id !== undefined) {
     if (typeof id !== 'string' || !isValidRunId(id)) {
-      throw new DaemonError('ERR_USAGE', `id: must be 1-128 characters of [A-Za-z0-9_-] (got ${JSON.stringify(id)})`);
+      throw new DaemonError('ERR_USAGE', `id: must be run-<lowercase uuid4>, as Letta makes them (got ${JSON.stringify(id)})`);
     }
     if (count !== 1) throw new DaemonError('ERR_USAGE', 'count: must be 1 when id is given');
     spec.id = id;
@@ -258,6 +264,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   const runs = new Map<string, RunEntry>();
   const byStatus: Record<string, number> = {};
   let requests = 0;
+  let healthChecks = 0;
   let runsCreated = 0;
   let distinctPolled = 0;
   // Latency timers still pending; close() clears them so it does not wait out the delay.
@@ -325,7 +332,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     }
   }
 
-  function answerRun(req: IncomingMessage, res: ServerResponse, id: string | null, entry: RunEntry | undefined): void {
+  function answerRun(req: IncomingMessage, res: ServerResponse, rawId: string, id: string | null, entry: RunEntry | undefined): void {
     if (faults.hangRate > 0 && random() < faults.hangRate) {
       // No answer at all; close() or the client's own timeout ends the socket.
       count('hung');
@@ -347,8 +354,8 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     if (expectedAuth !== undefined && req.headers.authorization !== expectedAuth) {
       return send(res, 401, UNAUTHORIZED_BODY);
     }
-    if (id === null || !isValidRunId(id)) return send(res, 400, INVALID_ID_BODY);
-    if (entry === undefined) return send(res, 404, JSON.stringify({ detail: `Run not found: ${id}` }));
+    if (id === null || !isValidRunId(id)) return send(res, 400, invalidIdBody(id ?? rawId));
+    if (entry === undefined) return send(res, 404, runNotFoundBody(id));
     send(res, 200, runBodyJson(entry));
   }
 
@@ -366,12 +373,12 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     if (faults.latencyMs > 0) {
       const timer = setTimeout(() => {
         timers.delete(timer);
-        answerRun(req, res, id, entry);
+        answerRun(req, res, rawId, id, entry);
       }, faults.latencyMs);
       timers.add(timer);
       return;
     }
-    answerRun(req, res, id, entry);
+    answerRun(req, res, rawId, id, entry);
   }
 
   function readJson(req: IncomingMessage): Promise<unknown> {
@@ -431,20 +438,30 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   }
 
   function stats(): SimStats {
-    return { requests, byStatus: { ...byStatus }, runsCreated, pollsByRun: distinctPolled };
+    return { requests, healthChecks, byStatus: { ...byStatus }, runsCreated, pollsByRun: distinctPolled };
   }
 
   const server = createServer((req, res) => {
-    requests++;
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
+    if (path === '/v1/health/' && req.method === 'GET') {
+      // Not in `requests` or `byStatus`: those count what tests and benchmarks measure, polls.
+      healthChecks++;
+      res.writeHead(200, { ...JSON_HEADERS, 'content-length': Buffer.byteLength(HEALTH_BODY) });
+      res.end(HEALTH_BODY);
+      return;
+    }
+    requests++;
     if (path.startsWith(RUNS_PREFIX)) {
       const rawId = path.slice(RUNS_PREFIX.length);
       if (req.method === 'GET' && rawId.length > 0 && !rawId.includes('/')) return handleRunGet(req, res, rawId);
     } else if (path.startsWith(SIM_PREFIX)) {
       void handleControl(req, res, path);
       return;
+    } else if (path === '/v1/health' && req.method === 'GET') {
+      // FastAPI redirects a path without its trailing slash.
+      return send(res, 307, '', { location: '/v1/health/' });
     }
     send(res, 404, NOT_FOUND_BODY);
   });
