@@ -42,6 +42,12 @@ const server = createServer((req, res) => {
     res.end(JSON.stringify({ requests, inflight, t: performance.now() }));
     return;
   }
+  if (req.method === 'GET' && req.url === '/v1/health/') {
+    // Letta's health answer: the daemon checks its base URL is a Letta API at start-up.
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{"version":"bench","status":"ok"}');
+    return;
+  }
   if (req.method !== 'GET' || !req.url?.startsWith('/v1/runs/')) {
     res.writeHead(404, { 'content-type': 'application/json' });
     res.end('{"detail":"Not Found"}');

@@ -8,7 +8,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { parseLettaTime } from '../src/classify.ts';
 import type { WatchEvent } from '../src/events.ts';
-import { keysFor, makeSchedule, type Schedule } from '../src/schedule.ts';
+import { layoutFor } from '../src/redis/keys.ts';
+import { defineScripts } from '../src/redis/scripts.ts';
+import { makeIntakeStore } from '../src/store/intake.ts';
+import { makeRunStore, type ClaimBatch } from '../src/store/runs.ts';
 import { startSimulator } from '../src/simulator/server.ts';
 import { fixed, lagSvg, logUniform, monteCarlo, simulateCadence, summarize, type LagSummary, type MonteCarlo } from './lag.ts';
 import { latestProfile, profileMarkdown, summarizeProfile, type ProfileSummary } from './profile.ts';
@@ -80,7 +83,8 @@ const DAEMON_NODE_ARGS = nodeArgsArg === undefined ? imageNodeFlags() : nodeArgs
 const want = (section: (typeof SECTIONS)[number]) => ONLY === undefined || ONLY.has(section);
 const PROFILE = !SMOKE && !args.has('--no-profile') && want('profile');
 const PREFIX = 'letta-watch';
-const KEYS = keysFor(PREFIX);
+const LAYOUT = layoutFor(PREFIX);
+const KEYS = { ...LAYOUT.partitions[0]!, intake: LAYOUT.intake };
 const LEASE_MS = 120_000;
 const CONCURRENCY = 32;
 const DEFAULT_CADENCE = { initialMs: 1000, maxMs: 30_000, factor: 1.6, jitter: 0.2 };
@@ -147,16 +151,27 @@ async function pushIntake(r: Redis, n: number): Promise<number> {
 }
 
 /** Fills the schedule through the intake path (the daemon's own intake script), from here. */
+/** The daemon's own intake and claim, on the bench's connection. */
+interface Schedule {
+  take(): Promise<{ taken: number }>;
+  claim(limit: number, leaseMs: number): Promise<ClaimBatch>;
+}
+function makeSchedule(r: Redis): Schedule {
+  const ctx = { client: r, scripts: defineScripts(r), layout: LAYOUT, replica: 'bench' };
+  const intake = makeIntakeStore(ctx, {
+    batch: 10_000, batchBytes: 64 << 20, defaultMaxWatchMs: 86_400_000, maxEntryBytes: 65_536, maxWatchCapMs: 30 * 86_400_000, maxDepth: 32, maxTargetsPerRun: 16,
+  });
+  const runs = makeRunStore(ctx);
+  return { take: () => intake.take(), claim: (limit, leaseMs) => runs.claim(0, limit, leaseMs) };
+}
+
 async function fillViaIntake(r: Redis, schedule: Schedule, n: number): Promise<void> {
   await pushIntake(r, n);
   for (;;) {
-    const res = await schedule.intake(
-      { batch: 10_000, defaultMaxWatchMs: 86_400_000, maxEntryBytes: 65_536, maxWatchCapMs: 30 * 86_400_000 },
-      new Date().toISOString(),
-    );
+    const res = await schedule.take();
     if (res.taken === 0) break;
   }
-  const z = await r.zcard(KEYS.schedule);
+  const z = await r.zcard(KEYS.due);
   if (z !== n) throw new Error(`fill: expected ${n} runs in the schedule, found ${z}`);
 }
 
@@ -358,7 +373,7 @@ function median(xs: readonly number[]): number {
 
 async function benchThroughput(redis: BenchRedis, redisPid: number): Promise<Throughput> {
   const r = redis.client;
-  const schedule = makeSchedule(r, PREFIX, 100_000);
+  const schedule = makeSchedule(r);
   const api = await startApiServer(0);
   try {
     await reset(r);
@@ -452,7 +467,7 @@ async function watchIntake(r: Redis, n: number, d: DaemonProcess, timeoutMs: num
   const last = await waitFor(
     `${n} runs in the schedule`,
     async () => {
-      const res = await r.pipeline().llen(KEYS.intake).zcard(KEYS.schedule).exec();
+      const res = await r.pipeline().llen(KEYS.intake).zcard(KEYS.due).exec();
       const now = performance.now();
       const llen = Number(res?.[0]?.[1] ?? n);
       const zcard = Number(res?.[1]?.[1] ?? 0);
@@ -536,7 +551,7 @@ async function timeClaims(r: Redis, schedule: Schedule, size: number): Promise<C
 
 async function benchScale(redis: BenchRedis): Promise<Scale> {
   const r = redis.client;
-  const schedule = makeSchedule(r, PREFIX, 100_000);
+  const schedule = makeSchedule(r);
   const claims: ClaimCost[] = [];
   const smallBytesPerRun: Scale['smallBytesPerRun'] = [];
   for (const size of SIZES.claimSizes) {
@@ -569,7 +584,7 @@ async function benchScale(redis: BenchRedis): Promise<Scale> {
       const s1 = await api.stats();
       const peak = rssOf(d.pid)?.peak ?? Number.NaN;
       const used = await usedMemory(r);
-      const zcard = await r.zcard(KEYS.schedule);
+      const zcard = await r.zcard(KEYS.due);
       if (zcard !== n) throw new Error(`scale: ${zcard} runs in the schedule, expected ${n}`);
       result = {
         n,
@@ -751,7 +766,7 @@ interface Shutdown {
 async function benchShutdown(redis: BenchRedis, scenario: string, latencyMs: number, graceMs: number): Promise<Shutdown> {
   const r = redis.client;
   const n = SIZES.shutdownN;
-  const schedule = makeSchedule(r, PREFIX, 100_000);
+  const schedule = makeSchedule(r);
   const api = await startApiServer(latencyMs);
   try {
     await reset(r);
@@ -783,9 +798,9 @@ async function benchShutdown(redis: BenchRedis, scenario: string, latencyMs: num
       const stop = await d.stop(graceMs + 60_000);
       const now = await redisNow(r);
       const [inSchedule, stillLeased, dueNow, events, dead] = await Promise.all([
-        r.zcard(KEYS.schedule),
-        r.zcount(KEYS.schedule, now + LEASE_MS / 4, '+inf'),
-        r.zcount(KEYS.schedule, '-inf', now),
+        r.zcard(KEYS.due),
+        r.zcount(KEYS.due, now + LEASE_MS / 4, '+inf'),
+        r.zcount(KEYS.due, '-inf', now),
         r.xlen(KEYS.events),
         r.llen(KEYS.dead),
       ]);
@@ -819,7 +834,7 @@ async function benchShutdown(redis: BenchRedis, scenario: string, latencyMs: num
 
 async function profileDaemon(redis: BenchRedis): Promise<{ summary: ProfileSummary; rate: number } | undefined> {
   const r = redis.client;
-  const schedule = makeSchedule(r, PREFIX, 100_000);
+  const schedule = makeSchedule(r);
   const api = await startApiServer(0);
   const dir = tempDir('lrw-bench-prof-');
   try {
@@ -942,7 +957,7 @@ function report(a: All): string {
     '',
     `\`INFO commandstats\` deltas over the same daemon windows (${SIZES.throughputRounds} × ${SIZES.windowS} s), divided by the polls the server counted in them (${fmt(rc.polls)}). ` +
       'commandstats also counts the commands a Lua script calls, which cost no round trip. They are separated by name: ' +
-      'EVALSHA/EVAL and any command that none of the daemon\'s scripts calls (the `redis.call` names read from src/schedule.ts and src/outbox.ts) are top-level; ' +
+      'EVALSHA/EVAL and any command that none of the daemon\'s scripts calls (the `redis.call` names read from src/redis/lua/) are top-level; ' +
       `HGET is both (inside the scripts, and the poller's \`entryOf\` at most once per committed event), so top-level HGET is counted as one per event committed in the window, an upper bound (${rc.commits} here: these runs never finish). ` +
       'The bench\'s own INFO calls are left out.',
     '',
@@ -959,7 +974,7 @@ function report(a: All): string {
     '## 3. Intake rate',
     '',
     `${fmt(a.intake.n)} bare run IDs (\`run-<uuid>\`) LPUSHed, pipelined (1,000 per LPUSH, ${fmt(a.intake.lpushMs)} ms in all), before the daemon starts (default cadence, concurrency ${CONCURRENCY}, the never-finishing API, so it also polls the new runs while taking them in). ` +
-      'LLEN/ZCARD are sampled every 5 ms: the time runs from the first entry leaving the list to the last one in `P:schedule`.',
+      'LLEN/ZCARD are sampled every 5 ms: the time runs from the first entry leaving the list to the last one in `P:due`.',
     '',
     `- **${fmt(a.intake.rate)} runs/s** (${(a.intake.firstToLastMs / 1000).toFixed(2)} s; ${(a.intake.spawnToLastMs / 1000).toFixed(2)} s counting the daemon's start-up)`,
     `- at ${fmt(a.scale.n)} entries (section 4): ${fmt(a.scale.intakeRate)} runs/s (${a.scale.intakeS.toFixed(1)} s)`,
@@ -1010,7 +1025,7 @@ function report(a: All): string {
     '## 6. Shutdown with runs in flight',
     '',
     `${fmt(SIZES.shutdownN)} runs watched, \`WATCHER_CONCURRENCY=${Math.min(10_000, SIZES.shutdownN)}\`, and the API stub holds every answer for a fixed latency, so all of them are in flight when SIGTERM arrives. ` +
-      'Exit time runs from the signal to the process exit. Afterwards every run must still be in `P:schedule` with no lease left on it (score < Redis now + lease/4), ' +
+      'Exit time runs from the signal to the process exit. Afterwards every run must still be in `P:due` with no lease left on it (score < Redis now + lease/4), ' +
       'no event committed and nothing dead-lettered.',
     '',
     '| scenario | API latency | grace | in flight at SIGTERM (after) | SIGTERM → exit | exit code | in schedule | still leased | due now | all back |',

@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -193,14 +193,11 @@ export async function usedMemory(redis: Redis): Promise<number> {
  */
 export function scriptInternalCommands(): Set<string> {
   const set = new Set<string>();
-  for (const file of ['src/schedule.ts', 'src/outbox.ts']) {
-    let text = '';
-    try {
-      text = readFileSync(join(ROOT, file), 'utf8');
-    } catch {
-      continue;
-    }
-    for (const m of text.matchAll(/redis\.call\(\s*['"]([A-Za-z]+)['"]/g)) set.add((m[1] as string).toLowerCase());
+  const dir = join(ROOT, 'src/redis/lua');
+  const files = readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.lua'));
+  for (const file of files) {
+    const text = readFileSync(join(dir, file), 'utf8');
+    for (const m of text.matchAll(/(?:redis\.call|chunked|chunked_read)\(\s*['"]([A-Za-z]+)['"]/g)) set.add((m[1] as string).toLowerCase());
   }
   return set;
 }

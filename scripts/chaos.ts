@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import type { WatchEvent } from '../src/events.ts';
-import { keysFor } from '../src/schedule.ts';
+import { layoutFor } from '../src/redis/keys.ts';
 import { startSimulator, type SimOutcome } from '../src/simulator/server.ts';
 import { newSecret, startReceiver, type Receiver, type ReceivedRequest } from '../test/support/receiver.ts';
 import { startRedisServer, type RedisServer } from '../test/support/redis-server.ts';
@@ -104,7 +104,7 @@ export interface ChaosReport {
   simulatorByStatus: Record<string, number>;
   /** Faults injected, by kind: 5xx and 429 and hung from simulator stats, malformed from the wire tap. */
   faults: { serverErrors: number; rateLimited: number; hung: number; malformed: number };
-  /** API requests whose path was not /v1/runs/{valid id}. */
+  /** API requests whose path was not /v1/runs/{valid id} (nor Letta's /v1/health/). */
   badApiPaths: number;
   kills: number;
   redisRestarts: number;
@@ -217,9 +217,10 @@ async function startTap(upstream: string): Promise<Tap> {
   const agent = new Agent({ keepAlive: true, maxSockets: 256 });
   const tap: Tap = { url: '', requests: 0, badPaths: [], malformed: 0, close: async () => {} };
   const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    tap.requests++;
     const path = req.url ?? '';
-    if (!RUN_PATH.test(path) && tap.badPaths.length < 100) tap.badPaths.push(path);
+    // The daemon's check that its base URL is a Letta API is the one other request it makes.
+    if (path !== '/v1/health/') tap.requests++;
+    if (!RUN_PATH.test(path) && path !== '/v1/health/' && tap.badPaths.length < 100) tap.badPaths.push(path);
     const up = httpRequest(
       { host: target.hostname, port: target.port, path, method: req.method, headers: req.headers, agent },
       (ur) => {
@@ -228,7 +229,7 @@ async function startTap(upstream: string): Promise<Tap> {
         ur.on('error', () => res.destroy());
         ur.on('end', () => {
           const body = Buffer.concat(chunks);
-          if (ur.statusCode === 200 && !isRun(body)) tap.malformed++;
+          if (ur.statusCode === 200 && path !== '/v1/health/' && !isRun(body)) tap.malformed++;
           if (res.destroyed) return;
           res.writeHead(ur.statusCode ?? 502, ur.headers);
           res.end(body);
@@ -351,7 +352,8 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     const targets = ['/events', '/letta'];
 
     const prefix = `chaos-${randomBytes(4).toString('hex')}`;
-    const k = keysFor(prefix);
+    const layout = layoutFor(prefix);
+    const k = { ...layout.partitions[0]!, intake: layout.intake };
     const dir = mkdtempSync(join(tmpdir(), 'lrw-chaos-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     // Long enough to outlast the receiver's outage, then plenty of 30 %-failing attempts.
@@ -447,7 +449,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
         const i = Math.floor(rnd() * replicas.length);
         const victim = replicas[i];
         if (!victim) continue;
-        const watched = await Promise.race([redis.zcard(k.schedule), sleep(500).then(() => -1)]);
+        const watched = await Promise.race([redis.zcard(k.due), sleep(500).then(() => -1)]);
         await victim.kill9();
         kills++;
         say(`kill -9 replica #${i} (pid ${victim.child.pid}); runs watched: ${watched === -1 ? '? (Redis away)' : watched}`);
@@ -489,7 +491,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
 
     // --- drain ----------------------------------------------------------------------------------
     const progress = async () => {
-      const [events, watched, intake, outbox] = await Promise.all([redis.xlen(k.events), redis.zcard(k.schedule), redis.llen(k.intake), redis.zcard(k.outbox)]);
+      const [events, watched, intake, outbox] = await Promise.all([redis.xlen(k.events), redis.zcard(k.due), redis.llen(k.intake), redis.zcard(k.webhooks)]);
       return `events ${events}/${o.runs}, watched ${watched}, intake ${intake}, outbox ${outbox}`;
     };
     let lastSaid = 0;
@@ -500,7 +502,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
           lastSaid = Date.now();
           say(await progress());
         }
-        const [events, watched, intake, outbox] = await Promise.all([redis.xlen(k.events), redis.zcard(k.schedule), redis.llen(k.intake), redis.zcard(k.outbox)]);
+        const [events, watched, intake, outbox] = await Promise.all([redis.xlen(k.events), redis.zcard(k.due), redis.llen(k.intake), redis.zcard(k.webhooks)]);
         return events >= o.runs && watched === 0 && intake === 0 && outbox === 0;
       },
       o.drainTimeoutMs,
@@ -512,8 +514,8 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     // --- what happened ----------------------------------------------------------------------------
     const { raw: streamRaw, events } = await readStream(redis, k.events);
     const deadRaw = await redis.lrange(k.dead, 0, -1);
-    const outboxLeft = await redis.zcard(k.outbox);
-    const scheduleLeft = await redis.zcard(k.schedule);
+    const outboxLeft = await redis.zcard(k.webhooks);
+    const scheduleLeft = await redis.zcard(k.due);
     const cliEnv = { REDIS_URL: redisServer.url, WATCHER_KEY_PREFIX: prefix, LETTA_API_KEY: apiKey, WATCHER_WEBHOOK_SECRET: secret };
     const statusText = await cli(cliEnv, 'status');
     const statusJson = await cli(cliEnv, 'status', '--json');
@@ -583,7 +585,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     check('invalid signatures = 0', invalidSignatures === 0, String(invalidSignatures));
     check('dead letters = 0', deadRaw.length === 0, `${deadRaw.length}${deadRaw[0] ? `: ${deadRaw[0].slice(0, 300)}` : ''}`);
     check('outbox and schedule empty', outboxLeft === 0 && scheduleLeft === 0, `outbox ${outboxLeft}, schedule ${scheduleLeft}`);
-    check('API requests only to /v1/runs/{id}', tap.badPaths.length === 0, tap.badPaths.slice(0, 5).join(' '));
+    check('API requests only to /v1/runs/{id} and /v1/health/', tap.badPaths.length === 0, tap.badPaths.slice(0, 5).join(' '));
     check('no secret in logs, events, dead letters, status, webhooks', secretsScan.hits.length === 0, secretsScan.hits.join('; ') || `${secretsScan.scannedBytes} bytes scanned`);
     check('replicas exit 0 on SIGTERM', exitCodes.every((c) => c === 0), exitCodes.join(','));
     check('no fatal log lines', fatalLines === 0, String(fatalLines));
@@ -650,7 +652,7 @@ export function formatReport(r: ChaosReport): string {
     row('faults injected: 429 with Retry-After', r.faults.rateLimited),
     row('faults injected: hung requests', r.faults.hung),
     row('faults injected: malformed bodies (tap)', r.faults.malformed),
-    row('API requests outside /v1/runs/{id}', r.badApiPaths),
+    row('API requests outside /v1/runs/{id} and /v1/health/', r.badApiPaths),
     row('kill -9 of a replica', r.kills),
     row('Redis restarts', r.redisRestarts),
     row('webhook receiver outage', `${(r.receiverOutageMs / 1000).toFixed(1)} s`),

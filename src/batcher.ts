@@ -14,7 +14,14 @@ export interface Batcher<I, O> {
   drain(): Promise<void>;
 }
 
-export function makeBatcher<I, O>(flush: (items: I[]) => Promise<O[]>, maxBatch: number, minGapMs = 0): Batcher<I, O> {
+export interface BatcherOptions {
+  /** Most items per flush. */
+  maxBatch: number;
+  /** Least time between the starts of two flushes (0: flush as soon as the last one ends). */
+  minGapMs?: number;
+}
+
+export function makeBatcher<I, O>(flush: (items: I[]) => Promise<O[]>, { maxBatch, minGapMs = 0 }: BatcherOptions): Batcher<I, O> {
   let pending: { item: I; resolve: (o: O) => void; reject: (e: unknown) => void }[] = [];
   let running: Promise<void> | undefined;
   let scheduled = false;

@@ -1,6 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DaemonError } from './errors.ts';
+import { hashTagOf } from './redis/keys.ts';
+import { redactUrl } from './redact.ts';
+import type { IntakeLimits } from './store/intake.ts';
 
 /**
  * Configuration: `config/default.json`, then the JSON file named by WATCHER_CONFIG, then the
@@ -33,8 +36,15 @@ const schema = z.strictObject({
     authPauseMs: positiveInt,
   }),
   redis: z.strictObject({
-    url: z.url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' }),
+    url: z.url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL (percent-encode "/", "?", "#" and "@" in a password)' }),
+    clusterNodes: z.array(z.string().refine(validSeed, 'must be host:port or a redis:// or rediss:// URL')),
+    sentinels: z.array(z.string().refine((s) => hostPort(s) !== undefined, 'must be host:port')),
+    sentinelMaster: z.string(),
+    tls: z.boolean(),
     keyPrefix: z.string().min(1).max(64).regex(/^[^\s]+$/, 'must not contain spaces'),
+    partitions: z.number().int().min(1).max(1024),
+    waitReplicas: z.number().int().min(0).max(16),
+    waitTimeoutMs: positiveInt,
   }),
   poll: z.strictObject({
     concurrency: z.number().int().min(1).max(10_000),
@@ -49,10 +59,13 @@ const schema = z.strictObject({
   }),
   intake: z.strictObject({
     batch: z.number().int().min(1).max(10_000),
+    batchBytes: z.number().int().min(1024).max(64 * 1024 * 1024),
     idleMs: positiveInt,
     maxEntryBytes: z.number().int().min(256).max(16 * 1024 * 1024),
+    maxDepth: z.number().int().min(2).max(100),
+    maxTargetsPerRun: z.number().int().min(1).max(256),
   }),
-  events: z.strictObject({ streamMaxLen: positiveInt }),
+  events: z.strictObject({ streamMaxLen: positiveInt, streamHardMaxLen: positiveInt, trimEveryMs: positiveInt }),
   webhooks: z.strictObject({
     urls: z.array(httpUrl),
     targets: z.array(webhookTarget),
@@ -76,6 +89,9 @@ const schema = z.strictObject({
   shutdownGraceMs: ms,
   secrets: z.strictObject({
     lettaApiKey: z.string().min(1).optional(),
+    redisUsername: z.string().min(1).optional(),
+    redisPassword: z.string().min(1).optional(),
+    redisSentinelPassword: z.string().min(1).optional(),
     webhookSecrets: z.array(
       z.string().regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, 'must be whsec_ followed by base64 (value not shown)'),
     ),
@@ -85,13 +101,21 @@ const schema = z.strictObject({
 export type Config = z.output<typeof schema>;
 export type WebhookTargetConfig = z.output<typeof webhookTarget>;
 
-type EnvKind = 'string' | 'number' | 'list' | 'secret' | 'secretList';
+type EnvKind = 'string' | 'number' | 'boolean' | 'list' | 'secret' | 'secretList';
 /** Every environment variable the daemon reads, and where it lands in the config. */
 export const ENV_VARS: readonly (readonly [name: string, path: string, kind: EnvKind])[] = [
   ['LETTA_BASE_URL', 'letta.baseUrl', 'string'],
   ['LETTA_API_KEY', 'secrets.lettaApiKey', 'secret'],
   ['REDIS_URL', 'redis.url', 'string'],
+  ['REDIS_CLUSTER_NODES', 'redis.clusterNodes', 'list'],
+  ['REDIS_SENTINELS', 'redis.sentinels', 'list'],
+  ['REDIS_SENTINEL_MASTER', 'redis.sentinelMaster', 'string'],
+  ['REDIS_TLS', 'redis.tls', 'boolean'],
+  ['REDIS_USERNAME', 'secrets.redisUsername', 'secret'],
+  ['REDIS_PASSWORD', 'secrets.redisPassword', 'secret'],
+  ['REDIS_SENTINEL_PASSWORD', 'secrets.redisSentinelPassword', 'secret'],
   ['WATCHER_KEY_PREFIX', 'redis.keyPrefix', 'string'],
+  ['WATCHER_PARTITIONS', 'redis.partitions', 'number'],
   ['WATCHER_CONCURRENCY', 'poll.concurrency', 'number'],
   ['WATCHER_MAX_RPS', 'poll.maxRps', 'number'],
   ['WATCHER_POLL_INITIAL_MS', 'poll.initialMs', 'number'],
@@ -137,7 +161,7 @@ export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: L
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
       problems.push(`WATCHER_CONFIG: ${file} must hold a JSON object`);
     } else if ('secrets' in parsed) {
-      problems.push(`${file}: secrets: secrets come only from the environment (LETTA_API_KEY, WATCHER_WEBHOOK_SECRET)`);
+      problems.push(`${file}: secrets: secrets come only from the environment (LETTA_API_KEY, WATCHER_WEBHOOK_SECRET, REDIS_PASSWORD, ...)`);
     } else {
       mergeInto(merged, parsed as Record<string, unknown>, '', (path) => origin.set(path, { name: `${file}: ${path}` }));
     }
@@ -148,7 +172,7 @@ export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: L
     if (raw === undefined || raw.trim() === '') continue;
     const secret = kind === 'secret' || kind === 'secretList';
     // URLs may carry credentials (redis://:password@host): echo them with the userinfo masked.
-    origin.set(path, secret ? { name } : { name, raw: maskUserinfo(raw) });
+    origin.set(path, secret ? { name } : { name, raw: kind === 'list' ? raw.split(',').map((u) => redactUrl(u.trim())).join(',') : redactUrl(raw) });
     setPath(merged, path, envValue(raw, kind));
   }
 
@@ -171,15 +195,26 @@ export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: L
     }
   }
   if (result.success) {
-    const { poll, letta, webhooks } = result.data;
+    const { poll, webhooks, redis, events } = result.data;
     if (poll.maxMs < poll.initialMs) problems.push(`WATCHER_POLL_MAX_MS: must be at least WATCHER_POLL_INITIAL_MS (${poll.initialMs})`);
-    // A lease shorter than one poll's worst case would let a second replica poll the same run.
-    const worstPoll = letta.requestTimeoutMs * (letta.retries + 1) + (letta.retryMaxMs + letta.retryAfterCapMs) * letta.retries;
-    if (poll.leaseMs <= worstPoll) {
-      problems.push(`poll.leaseMs: must exceed the longest a poll can take with its retries (${worstPoll} ms with these settings)`);
+    if (webhooks.leaseMs <= webhooks.attemptTimeoutMs / 3) {
+      // Leases are renewed every third of their length while an attempt runs.
+      problems.push(`webhooks.leaseMs: must exceed a third of webhooks.attemptTimeoutMs (${webhooks.attemptTimeoutMs} ms)`);
     }
-    if (webhooks.leaseMs <= webhooks.attemptTimeoutMs) {
-      problems.push(`webhooks.leaseMs: must exceed webhooks.attemptTimeoutMs (${webhooks.attemptTimeoutMs} ms)`);
+    if (events.streamHardMaxLen < events.streamMaxLen) problems.push(`events.streamHardMaxLen: must be at least events.streamMaxLen (${events.streamMaxLen})`);
+    const deployments = [
+      origin.has('redis.url') ? 'REDIS_URL' : undefined,
+      redis.clusterNodes.length > 0 ? 'REDIS_CLUSTER_NODES' : undefined,
+      redis.sentinels.length > 0 ? 'REDIS_SENTINELS' : undefined,
+    ].filter((d) => d !== undefined);
+    if (deployments.length > 1) problems.push(`${deployments.join(', ')}: set only one of them (standalone, Cluster or Sentinel)`);
+    if (redis.sentinels.length > 0 && redis.sentinelMaster === '') problems.push('REDIS_SENTINEL_MASTER: the master group name is needed with REDIS_SENTINELS');
+    const tagged = hashTagOf(`${redis.keyPrefix}:x`) !== undefined;
+    if (redis.partitions > 1 && tagged) {
+      problems.push(`WATCHER_KEY_PREFIX: with WATCHER_PARTITIONS > 1 each partition carries its own hash tag, so the prefix must not hold one (got ${JSON.stringify(redis.keyPrefix)})`);
+    }
+    if (redis.clusterNodes.length > 0 && redis.partitions === 1 && !tagged) {
+      problems.push(`WATCHER_KEY_PREFIX: on Redis Cluster with one partition the prefix needs a hash tag so the keys share a slot, e.g. {${redis.keyPrefix}}; or set WATCHER_PARTITIONS to the number of partitions to spread over the masters`);
     }
   }
   if (problems.length > 0 || !result.success) {
@@ -188,9 +223,40 @@ export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: L
   return deepFreeze(result.data);
 }
 
-/** Everything up to the last "@" of the authority is userinfo (a password may hold an "@"). */
-function maskUserinfo(raw: string): string {
-  return raw.replace(/\/\/[^/?#]*@/, '//***@');
+/** A Redis Cluster seed: host:port, or a redis:// / rediss:// URL. */
+function validSeed(seed: string): boolean {
+  if (/^rediss?:\/\//i.test(seed)) {
+    try {
+      return new URL(seed).hostname !== '';
+    } catch {
+      return false;
+    }
+  }
+  return hostPort(seed) !== undefined;
+}
+
+/** `host:port` (IPv6 in brackets), or undefined. */
+export function hostPort(s: string): { host: string; port: number } | undefined {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(s.trim());
+  const port = Number(m?.[2]);
+  if (!m?.[1] || port < 1 || port > 65535) return undefined;
+  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+}
+
+/** The longest a run may be watched, whatever max_watch_ms an entry asks for. */
+export const MAX_WATCH_CAP_MS = 30 * 24 * 3600 * 1000;
+
+/** The intake rules' limits: the daemon's intake and `enqueue` use the same ones. */
+export function intakeLimits(config: Config): IntakeLimits {
+  return {
+    batch: config.intake.batch,
+    batchBytes: config.intake.batchBytes,
+    maxEntryBytes: config.intake.maxEntryBytes,
+    defaultMaxWatchMs: config.poll.maxWatchMs,
+    maxWatchCapMs: Math.max(config.poll.maxWatchMs, MAX_WATCH_CAP_MS),
+    maxDepth: config.intake.maxDepth,
+    maxTargetsPerRun: config.intake.maxTargetsPerRun,
+  };
 }
 
 function envValue(raw: string, kind: EnvKind): unknown {
@@ -198,6 +264,10 @@ function envValue(raw: string, kind: EnvKind): unknown {
     case 'number': {
       const n = Number(raw.trim());
       return Number.isFinite(n) ? n : raw;
+    }
+    case 'boolean': {
+      const v = raw.trim().toLowerCase();
+      return v === 'true' || v === '1' || v === 'yes' ? true : v === 'false' || v === '0' || v === 'no' ? false : raw;
     }
     case 'list':
       return raw.split(',').map((s) => s.trim()).filter(Boolean);

@@ -1,23 +1,41 @@
-import type { Redis } from 'ioredis';
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
-import { makeBatcher } from './batcher.ts';
+import { makeApiGate, type ApiGate } from './api-gate.ts';
 import { systemClock, type Clock } from './clock.ts';
-import type { Config } from './config.ts';
+import { intakeLimits, type Config } from './config.ts';
+import { isDaemonError } from './errors.ts';
+import { startHttpServer } from './http.ts';
 import { makeIntakeLoop, type IntakeLoop } from './intake.ts';
 import { makeLettaClient, type LettaClient } from './letta-client.ts';
 import { makeMetrics, type Metrics } from './metrics.ts';
 import { makePoller, type Poller } from './poller.ts';
-import { connectRedis, redisWarnings } from './redis.ts';
-import { startHttpServer } from './http.ts';
-import { makeOutbox } from './outbox.ts';
-import { makeSchedule, type Schedule, type SettleOp } from './schedule.ts';
+import { closeRedis, connectRedis, redisWarnings } from './redis/connection.ts';
+import { classifyRedisError, makeRedisHealth, type RedisHealth } from './redis/health.ts';
+import { layoutFor } from './redis/keys.ts';
+import { defineScripts, type RedisClient } from './redis/scripts.ts';
+import { redactUrl } from './redact.ts';
 import { logEvent } from './sinks/log.ts';
+import { makeStreamTrimmer, type StreamTrimmer } from './sinks/stream-trim.ts';
 import { configuredTargets, makeDeliveryWorker } from './sinks/webhook.ts';
-import { readStatus, type Status } from './status.ts';
+import type { StoreContext } from './store/context.ts';
+import { makeIntakeStore } from './store/intake.ts';
+import { checkLayout, migrateLegacy } from './store/migrate.ts';
+import { makeOutbox } from './store/outbox.ts';
+import { probeRedis } from './store/probe.ts';
+import { makeRunStore } from './store/runs.ts';
+import { readStatus, type Status } from './store/status.ts';
 import { makeUrlGuard, type Resolver, type UrlGuard } from './webhook-guard.ts';
 import type { WorkLoop } from './work-loop.ts';
 
+/**
+ * The daemon's lifecycle, logged at every change:
+ *   starting  connecting, checking the layout, starting the loops
+ *   running   the loops run
+ *   draining  stop() was called: no new claims, in-flight work finishes or is handed back
+ *   stopped   everything released
+ *   failed    start() or stop() hit an error (the first one is rethrown)
+ */
 export type DaemonState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
 
 export interface DaemonDeps {
@@ -35,33 +53,51 @@ export interface DaemonDeps {
 
 /** A loop that has not turned for this long is stuck (its waits are bounded well below it). */
 const STALL_MS = 30_000;
+/** How long /readyz waits for each Redis probe. */
+const PROBE_TIMEOUT_MS = 1_000;
+/** How often a one-partition daemon looks for state left by version 0.1 (rolling upgrades). */
+const LEGACY_CHECK_MS = 30_000;
+/** Between attempts to reach Redis while starting. */
+const START_RETRY_MS = 1_000;
+/** With WAIT, how much longer than its timeout a commit holds its deliveries back. */
+const WAIT_HOLD_MARGIN_MS = 1_000;
 
 /**
- * The composition root: builds every part from the config and runs its lifecycle
- * (starting → running → draining → stopped, or failed). Stop is idempotent and releases in
- * reverse order of start.
+ * The composition root: builds every part from the config, wires the stages in the order a
+ * run goes through them (intake, polling, commit, stream and webhooks), and runs the
+ * lifecycle. Stop is idempotent and releases in reverse order of start.
  */
 export class Daemon {
   readonly metrics: Metrics;
   readonly log: Logger;
+  readonly replica = randomUUID();
   #state: DaemonState = 'starting';
   #stopping: Promise<void> | undefined;
-  #redis: Redis | undefined;
-  #schedule: Schedule | undefined;
+  #redis: RedisClient | undefined;
+  #blocking: RedisClient | undefined;
+  #ctx: StoreContext | undefined;
+  #health: RedisHealth | undefined;
+  #gate: ApiGate | undefined;
   #client: LettaClient | undefined;
   #poller: Poller | undefined;
   #intake: IntakeLoop | undefined;
   #deliveries: WorkLoop | undefined;
+  #trimmer: StreamTrimmer | undefined;
   #guard: UrlGuard | undefined;
+  #legacyTimer: NodeJS.Timeout | undefined;
   #http: { port: number; close(): Promise<void> } | undefined;
   readonly #deps: DaemonDeps;
   readonly #clock: Clock;
+  readonly #startAbort = new AbortController();
 
   constructor(deps: DaemonDeps) {
     this.#deps = deps;
     this.#clock = deps.clock ?? systemClock;
     this.log = deps.log;
-    this.metrics = makeMetrics(() => this.#gauges());
+    this.metrics = makeMetrics(
+      () => this.#gauges(),
+      (err) => this.#health?.report('metrics', err),
+    );
   }
 
   get state(): DaemonState {
@@ -74,18 +110,49 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
+    try {
+      await this.#start();
+      this.#setState('running');
+    } catch (err) {
+      this.#setState('failed');
+      await this.#release().catch(() => {});
+      throw err;
+    }
+  }
+
+  async #start(): Promise<void> {
     const { config } = this.#deps;
     const log = this.log;
-    const redis = connectRedis(config.redis.url, log.child({ module: 'redis' }), 'letta-run-watcher');
+    const redisLog = log.child({ module: 'redis' });
+    const redis = connectRedis(config, { kind: 'daemon' }, 'letta-run-watcher', redisLog);
     this.#redis = redis;
-    for (const w of await redisWarnings(redis)) log.warn(w);
+    this.#blocking = connectRedis(config, { kind: 'blocking', blockMs: config.intake.idleMs }, 'letta-run-watcher-intake', redisLog);
+    const ctx: StoreContext = { client: redis, scripts: defineScripts(redis), layout: layoutFor(config.redis.keyPrefix, config.redis.partitions), replica: this.replica };
+    this.#ctx = ctx;
+    const health = makeRedisHealth(redisLog, (cause) => this.metrics.redisErrors.inc({ cause }));
+    this.#health = health;
 
-    const schedule = makeSchedule(redis, config.redis.keyPrefix, config.events.streamMaxLen);
-    this.#schedule = schedule;
-    const globalTargets = configuredTargets(config.webhooks).map((t) => t.key);
-    const firstDelivery = config.webhooks.scheduleMs[0] ?? 0;
-    // At most one settle round trip per 5 ms under load (see makeBatcher).
-    const settle = makeBatcher<SettleOp, boolean>((ops) => schedule.settle(ops, globalTargets, firstDelivery), 256, 5);
+    await this.#untilRedisAnswers(() => checkLayout(ctx), health);
+    for (const w of await redisWarnings(redis)) log.warn(w);
+    await this.#migrateLegacy(ctx);
+    if (config.redis.partitions === 1) {
+      this.#legacyTimer = setInterval(() => void this.#migrateLegacy(ctx), LEGACY_CHECK_MS);
+      this.#legacyTimer.unref();
+    }
+
+    const baseUrl = redactUrl(config.letta.baseUrl);
+    const gate = makeApiGate({
+      clock: this.#clock,
+      probeEveryMs: config.letta.authPauseMs,
+      log: log.child({ module: 'letta' }),
+      baseUrl,
+      onChange: () => {
+        const current = gate.current;
+        this.metrics.authPaused.set(current.state === 'paused' && current.reason === 'credentials' ? 1 : 0);
+        this.metrics.notLetta.set(current.state === 'paused' && current.reason === 'not-letta' ? 1 : 0);
+      },
+    });
+    this.#gate = gate;
     const client = makeLettaClient({
       ...config.letta,
       apiKey: config.secrets.lettaApiKey,
@@ -97,6 +164,26 @@ export class Daemon {
       ...(this.#deps.dispatcher ? { dispatcher: this.#deps.dispatcher } : {}),
     });
     this.#client = client;
+    // Does the base URL answer like a Letta API? Not awaited: a Letta that is slow to answer
+    // must not hold up start-up, and a poll finds a wrong URL as well.
+    void client.checkHealth(this.#startAbort.signal).then((verdict) => {
+      if (verdict.kind === 'not_letta') gate.pause('not-letta', verdict.detail);
+      else if (verdict.kind === 'auth') gate.pause('credentials', `GET /v1/health/ answered ${verdict.status}`);
+    });
+
+    const partitions = config.redis.partitions;
+    const outbox = makeOutbox(ctx);
+    const durability =
+      config.redis.waitReplicas > 0
+        ? {
+            waitReplicas: config.redis.waitReplicas,
+            waitTimeoutMs: config.redis.waitTimeoutMs,
+            release: (p: number, members: readonly string[]) => outbox.release(p, members),
+            unconfirmed: (acked: number) =>
+              log.warn({ acked, wanted: config.redis.waitReplicas }, 'a commit was not confirmed by enough Redis replicas in time; its webhooks wait for the hold to end'),
+          }
+        : undefined;
+    const runs = makeRunStore(ctx, durability);
     const eventLog = log.child({ module: 'events' });
     this.#guard = makeUrlGuard({
       allowedHosts: config.webhooks.allowedHosts,
@@ -104,7 +191,9 @@ export class Daemon {
       ...(this.#deps.resolve ? { resolve: this.#deps.resolve } : {}),
     });
     const deliveries = makeDeliveryWorker({
-      outbox: makeOutbox(redis, config.redis.keyPrefix, schedule.keys),
+      outbox,
+      partitions,
+      health,
       config: config.webhooks,
       secrets: config.secrets.webhookSecrets,
       guard: this.#guard,
@@ -115,33 +204,47 @@ export class Daemon {
       ...(this.#deps.random ? { random: this.#deps.random } : {}),
     });
     this.#deliveries = deliveries;
+    const trimmer = makeStreamTrimmer({
+      ctx,
+      maxLen: config.events.streamMaxLen,
+      hardMaxLen: config.events.streamHardMaxLen,
+      everyMs: config.events.trimEveryMs,
+      log: eventLog,
+      metrics: this.metrics,
+      health,
+    });
+    this.#trimmer = trimmer;
+    const targets = configuredTargets(config.webhooks).map((t) => t.key);
+    // With WAIT, a commit's deliveries are held until replicas confirm it (store/runs.ts).
+    const hold = config.redis.waitReplicas > 0 ? config.redis.waitTimeoutMs + WAIT_HOLD_MARGIN_MS : 0;
     const poller = makePoller({
-      schedule,
-      settle,
+      runs,
+      partitions,
       client,
+      gate,
       clock: this.#clock,
       log: log.child({ module: 'poller' }),
       metrics: this.metrics,
-      options: { ...config.poll, authPauseMs: config.letta.authPauseMs },
+      health,
+      options: { ...config.poll, probeEveryMs: config.letta.authPauseMs, firstDeliveryMs: (config.webhooks.scheduleMs[0] ?? 0) + hold },
       ...(this.#deps.random ? { random: this.#deps.random } : {}),
+      targetsFor: () => targets,
       onEvent: (event) => {
         logEvent(eventLog, event);
+        trimmer.committed(ctx.layout.partitionOf(event.data.run_id).index);
         deliveries.wake();
       },
     });
     this.#poller = poller;
     this.#intake = makeIntakeLoop({
-      schedule,
-      limits: {
-        batch: config.intake.batch,
-        defaultMaxWatchMs: config.poll.maxWatchMs,
-        maxEntryBytes: config.intake.maxEntryBytes,
-        maxWatchCapMs: Math.max(config.poll.maxWatchMs, 30 * 24 * 3600 * 1000),
-      },
+      store: makeIntakeStore(ctx, intakeLimits(config)),
+      blocking: this.#blocking,
+      batch: config.intake.batch,
       idleMs: config.intake.idleMs,
       clock: this.#clock,
       log: log.child({ module: 'intake' }),
       metrics: this.metrics,
+      health,
       onAccepted: () => poller.wake(),
     });
     poller.start();
@@ -150,36 +253,72 @@ export class Daemon {
     if (config.http.port !== 0) {
       this.#http = await startHttpServer(config.http.host, config.http.port, this, log.child({ module: 'http' }));
     }
-    this.#setState('running');
+  }
+
+  /** Retries `fn` while Redis cannot be reached (start-up waits for it); other errors end start-up. */
+  async #untilRedisAnswers<T>(fn: () => Promise<T>, health: RedisHealth): Promise<T> {
+    for (;;) {
+      try {
+        const v = await fn();
+        health.recovered('start-up');
+        return v;
+      } catch (err) {
+        if (isDaemonError(err) || classifyRedisError(err).cause === 'other' || classifyRedisError(err).cause === 'wrong_type') throw err;
+        health.report('start-up', err);
+        if (this.#stopping) throw err;
+        await this.#clock.sleep(START_RETRY_MS);
+      }
+    }
+  }
+
+  async #migrateLegacy(ctx: StoreContext): Promise<void> {
+    try {
+      const moved = await migrateLegacy(ctx);
+      if (moved.runs > 0 || moved.deliveries > 0) this.log.warn(moved, 'moved watch state written by version 0.1 into this layout');
+    } catch (err) {
+      this.#health?.report('migration of 0.1 state', err);
+    }
   }
 
   /** Stop claiming, drain within the grace period, hand back what is left, close. */
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
       if (this.#state === 'running' || this.#state === 'starting') this.#setState('draining');
-      let firstError: unknown;
-      const release = async (what: string, fn: () => Promise<unknown> | undefined) => {
-        try {
-          await fn();
-        } catch (err) {
-          firstError ??= err;
-          this.log.error({ err }, `error while stopping the ${what}`);
-        }
-      };
-      const grace = this.#deps.config.shutdownGraceMs;
-      await release('intake loop', () => this.#intake?.stop());
-      await Promise.all([
-        release('poller', () => this.#poller?.stop(grace)),
-        release('webhook deliveries', () => this.#deliveries?.stop(grace)),
-      ]);
-      await release('Letta client', () => this.#client?.close());
-      await release('webhook guard', () => this.#guard?.close());
-      await release('HTTP server', () => this.#http?.close());
-      await release('Redis connection', () => this.#redis?.quit().catch(() => this.#redis?.disconnect()));
+      const firstError = await this.#release();
       this.#setState(firstError === undefined ? 'stopped' : 'failed');
       if (firstError !== undefined) throw firstError;
     })();
     return this.#stopping;
+  }
+
+  /** Releases in reverse order of start; returns the first error (each is logged). */
+  async #release(): Promise<unknown> {
+    let firstError: unknown;
+    const release = async (what: string, fn: () => Promise<unknown> | undefined) => {
+      try {
+        await fn();
+      } catch (err) {
+        firstError ??= err;
+        this.log.error({ err }, `error while stopping the ${what}`);
+      }
+    };
+    const grace = this.#deps.config.shutdownGraceMs;
+    this.#startAbort.abort();
+    clearInterval(this.#legacyTimer);
+    await release('intake loop', () => this.#intake?.stop());
+    await Promise.all([
+      release('poller', () => this.#poller?.stop(grace)),
+      release('webhook deliveries', () => this.#deliveries?.stop(grace)),
+    ]);
+    await release('stream trimming', () => this.#trimmer?.stop());
+    await release('Letta client', () => this.#client?.close());
+    await release('webhook guard', () => this.#guard?.close());
+    await release('HTTP server', () => this.#http?.close());
+    await release('Redis connection', async () => {
+      this.#blocking?.disconnect();
+      if (this.#redis) await closeRedis(this.#redis);
+    });
+    return firstError;
   }
 
   /** Port of the health server (useful when configured as 0 in tests). */
@@ -204,23 +343,26 @@ export class Daemon {
     return stalled;
   }
 
+  /** Why the daemon is not ready (empty when it is): its state, the Letta API, Redis's write path. */
   async notReady(): Promise<string[]> {
     const reasons: string[] = [];
     if (this.#state !== 'running') reasons.push(`daemon is ${this.#state}`);
-    if (this.#poller?.authPaused) reasons.push('Letta API refuses our credentials (401/403)');
-    const redis = this.#redis;
-    if (!redis || redis.status !== 'ready') reasons.push('Redis is not connected');
-    else {
-      const ping = redis.ping();
-      const answered = await Promise.race([ping.then(() => true, () => false), new Promise<boolean>((r) => setTimeout(r, 1000, false).unref())]);
-      if (!answered) reasons.push('Redis does not answer');
-    }
-    return reasons;
+    const api = this.#gate?.notReadyReason;
+    if (api) reasons.push(api);
+    const ctx = this.#ctx;
+    // Not connected: say so at once rather than wait out the probe's timeout.
+    if (!ctx || ctx.client.status !== 'ready') return [...reasons, 'Redis is not connected'];
+    const problems = await probeRedis(ctx, PROBE_TIMEOUT_MS, (err) => {
+      const problem = classifyRedisError(err);
+      this.metrics.redisErrors.inc({ cause: problem.cause });
+      return problem.message;
+    });
+    return [...reasons, ...problems];
   }
 
   async status(): Promise<Status> {
-    if (!this.#redis || !this.#schedule) throw new Error('daemon not started');
-    return await readStatus(this.#redis, this.#schedule.keys);
+    if (!this.#ctx) throw new Error('daemon not started');
+    return await readStatus(this.#ctx);
   }
 
   async #gauges() {

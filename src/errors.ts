@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'ERR_API_BODY_TOO_LARGE'
   | 'ERR_API_AUTH'
   | 'ERR_REDIS'
+  | 'ERR_LAYOUT'
   | 'ERR_WEBHOOK'
   | 'ERR_STOPPED';
 

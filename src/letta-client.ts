@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { classifyStatus, isTransientNetworkError, parseRetryAfter } from './classify.ts';
 import type { Clock } from './clock.ts';
 import { DaemonError, isDaemonError } from './errors.ts';
-import { RUN_ID_PATTERN } from './intake.ts';
+import { RUN_ID_PATTERN } from './run-id.ts';
 
 /**
  * The Run as Letta returns it. Nearly every field is nullable in the spec and the API has
@@ -37,7 +37,42 @@ export type RunLookup =
   | { kind: 'found'; run: Run }
   | { kind: 'not_found' }
   | { kind: 'bad_id'; status: number }
-  | { kind: 'auth'; status: number };
+  | { kind: 'auth'; status: number }
+  /** A 404 that is not Letta's "no such run": the base URL does not reach a Letta API. */
+  | { kind: 'not_letta'; status: number; detail: string };
+
+/** What GET /v1/health/ says of the base URL. */
+export type HealthVerdict =
+  | { kind: 'letta' }
+  | { kind: 'auth'; status: number }
+  | { kind: 'not_letta'; detail: string }
+  /** No answer, or a transient one (5xx, 429): nothing to conclude yet. */
+  | { kind: 'unreachable'; detail: string };
+
+/**
+ * Letta's 404 for an unknown run names the run (`{"detail":"Run not found with id=..."}`). A
+ * route miss is FastAPI's `{"detail":"Not Found"}`, and something that is not Letta at all (the
+ * Letta App Server, a proxy, a missing path prefix) answers an empty or non-JSON 404: those
+ * mean LETTA_BASE_URL is wrong, never that the run does not exist.
+ */
+export function isRunNotFound(body: string): boolean {
+  try {
+    const detail = (JSON.parse(body) as { detail?: unknown } | null)?.detail;
+    return typeof detail === 'string' && !/^\s*not found\s*$/i.test(detail) && /\brun\b/i.test(detail);
+  } catch {
+    return false;
+  }
+}
+
+/** A body shaped like Letta's Health (version and status), to tell Letta from anything else. */
+function isLettaHealth(body: string): boolean {
+  try {
+    const h = JSON.parse(body) as { version?: unknown; status?: unknown } | null;
+    return typeof h === 'object' && h !== null && (typeof h.version === 'string' || typeof h.status === 'string');
+  } catch {
+    return false;
+  }
+}
 
 export interface LettaClient {
   /**
@@ -46,6 +81,8 @@ export interface LettaClient {
    * _SCHEMA) for the caller to reschedule.
    */
   getRun(runId: string, signal: AbortSignal): Promise<RunLookup>;
+  /** GET /v1/health/: does the base URL answer like a Letta API? One attempt, no retries. */
+  checkHealth(signal: AbortSignal): Promise<HealthVerdict>;
   close(): Promise<void>;
 }
 
@@ -159,7 +196,7 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
             throw err;
           }
         case 'not_found':
-          return { kind: 'not_found' };
+          return isRunNotFound(answer.body) ? { kind: 'not_found' } : { kind: 'not_letta', status: answer.status, detail: snippet(answer.body) || '(empty body)' };
         case 'bad_id':
           return { kind: 'bad_id', status: answer.status };
         case 'auth':
@@ -172,6 +209,18 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
           throw err;
         }
       }
+    },
+    async checkHealth(signal) {
+      let answer: RawAnswer;
+      try {
+        answer = await attempt(`${basePath}/v1/health/`, signal);
+      } catch (err) {
+        return { kind: 'unreachable', detail: (err as Error).message };
+      }
+      const cls = classifyStatus(answer.status);
+      if (cls === 'ok') return isLettaHealth(answer.body) ? { kind: 'letta' } : { kind: 'not_letta', detail: `GET /v1/health/ answered ${answer.status} with ${snippet(answer.body) || 'an empty body'}` };
+      if (cls === 'auth') return { kind: 'auth', status: answer.status };
+      return { kind: 'not_letta', detail: `GET /v1/health/ answered ${answer.status}${answer.body ? `: ${snippet(answer.body)}` : ' with an empty body'}` };
     },
     async close() {
       if (ownDispatcher) await dispatcher.close();

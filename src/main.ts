@@ -1,10 +1,29 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import type { Redis } from 'ioredis';
 import type { Config } from './config.ts';
-import type { DeadFilter } from './dead.ts';
 import { DaemonError, isDaemonError } from './errors.ts';
+import type { RedisClient } from './redis/scripts.ts';
+import type { StoreContext } from './store/context.ts';
+import type { DeadFilter } from './store/dead-letters.ts';
+
+/**
+ * The daemon's heap is short-lived garbage; on a large host V8's defaults let RSS grow to
+ * ~300 MB where these flags keep it near 150 MB (BENCHMARKS.md), and the last one saves ~16 %
+ * of CPU per poll. V8 refuses them in NODE_OPTIONS, so `run` re-executes itself with them in
+ * place (execve: the same process, no parent left holding memory), however it was started:
+ * `node dist/main.js run`, `npx letta-run-watcher run`, or the image's ENTRYPOINT (which
+ * passes them already). LETTA_WATCHER_NODE_FLAGS=off leaves Node's defaults.
+ */
+const NODE_FLAGS = ['--max-semi-space-size=8', '--heap-growing-percent=100', '--no-allocation-site-pretenuring'];
+function execWithNodeFlags(): void {
+  if ((process.argv[2] ?? 'run') !== 'run' || process.env['LETTA_WATCHER_NODE_FLAGS'] === 'off') return;
+  const has = (flag: string) => process.execArgv.some((a) => a.split('=')[0] === flag.split('=')[0]);
+  const missing = NODE_FLAGS.filter((f) => !has(f));
+  if (missing.length === 0 || typeof process.execve !== 'function') return;
+  process.execve(process.execPath, [process.execPath, ...process.execArgv, ...missing, ...process.argv.slice(1)], process.env);
+}
+execWithNodeFlags();
 
 // A SIGTERM can arrive while the daemon is still loading (an orchestrator stopping a pod that
 // just started). Hold it here, before the heavy modules load, and act on it once the daemon
@@ -38,7 +57,7 @@ const usage = `Usage: letta-run-watcher [command] [options]
 Commands:
   run                      the daemon (the default); stops cleanly on SIGTERM/SIGINT
   enqueue RUN_ID... [--webhook URL] [--metadata JSON] [--max-watch-ms N]
-                           push runs onto the intake list
+                           push runs onto the intake list (checked by the intake's own rules first)
   status [--json]          intake depth, runs watched, due now, webhook backlog, dead letters
   dead list|replay|purge   inspect and replay dead letters (see 'dead --help')
   simulate [--port N]      a local Letta-compatible API with simulated runs (see 'simulate --help')
@@ -48,7 +67,8 @@ Options:
   --version, -v            the version
 
 Configuration comes from config/default.json, the JSON file named by WATCHER_CONFIG, and the
-environment (LETTA_BASE_URL, LETTA_API_KEY, REDIS_URL, WATCHER_*); see README.md.
+environment (LETTA_BASE_URL, LETTA_API_KEY, REDIS_URL or REDIS_CLUSTER_NODES or REDIS_SENTINELS,
+WATCHER_*); see docs/configuration.md.
 `;
 
 function version(): string {
@@ -86,7 +106,7 @@ function print(text: string): number {
 }
 
 async function runDaemon(config: Config): Promise<number> {
-  const [{ makeLogger }, { Daemon }] = await Promise.all([import('./log.ts'), import('./daemon.ts')]);
+  const [{ makeLogger }, { Daemon }, { redactUrl }] = await Promise.all([import('./log.ts'), import('./daemon.ts'), import('./redact.ts')]);
   const log = makeLogger(config.log.level, { pretty: process.stdout.isTTY === true });
   const daemon = new Daemon({ config, log });
   const started = daemon.start();
@@ -114,8 +134,9 @@ async function runDaemon(config: Config): Promise<number> {
   await started;
   log.info(
     {
-      letta: config.letta.baseUrl,
+      letta: redactUrl(config.letta.baseUrl),
       prefix: config.redis.keyPrefix,
+      partitions: config.redis.partitions,
       concurrency: config.poll.concurrency,
       max_rps: config.poll.maxRps,
       webhook_targets: config.webhooks.urls.length + config.webhooks.targets.length,
@@ -127,16 +148,30 @@ async function runDaemon(config: Config): Promise<number> {
   return code;
 }
 
-/** A short-lived connection for CLI commands: fail fast instead of waiting for Redis. */
-async function cliRedis(config: Config): Promise<Redis> {
-  const { Redis } = await import('ioredis');
-  const redis = new Redis(config.redis.url, { maxRetriesPerRequest: 1, connectTimeout: 5000, retryStrategy: () => null });
-  redis.on('error', () => {});
-  return redis;
+/** A short-lived connection for CLI commands (fail fast), and the store on it. */
+async function cliStore(config: Config): Promise<{ ctx: StoreContext; close(): void }> {
+  const [{ connectRedis }, { defineScripts }, { layoutFor }] = await Promise.all([import('./redis/connection.ts'), import('./redis/scripts.ts'), import('./redis/keys.ts')]);
+  const client: RedisClient = connectRedis(config, { kind: 'cli' }, 'letta-run-watcher-cli');
+  const ctx: StoreContext = { client, scripts: defineScripts(client), layout: layoutFor(config.redis.keyPrefix, config.redis.partitions), replica: `cli-${process.pid}` };
+  return { ctx, close: () => client.disconnect() };
+}
+
+/**
+ * The entry a producer would push: a bare ID when there is nothing else to say, JSON
+ * otherwise. Whether it is valid is the intake rules' to say (see enqueue).
+ */
+function buildEntry(runId: string, o: { webhookUrl?: string | undefined; metadata?: unknown; maxWatchMs?: number | undefined }): string {
+  if (o.webhookUrl === undefined && o.metadata === undefined && o.maxWatchMs === undefined) return runId;
+  return JSON.stringify({
+    run_id: runId,
+    ...(o.webhookUrl === undefined ? {} : { webhook_url: o.webhookUrl }),
+    ...(o.metadata === undefined ? {} : { metadata: o.metadata }),
+    ...(o.maxWatchMs === undefined ? {} : { max_watch_ms: o.maxWatchMs }),
+  });
 }
 
 async function enqueue(args: string[]): Promise<number> {
-  const [{ loadConfig }, { buildEntry }, { keysFor }] = await Promise.all([import('./config.ts'), import('./intake.ts'), import('./schedule.ts')]);
+  const [{ loadConfig, intakeLimits }, { makeIntakeStore }] = await Promise.all([import('./config.ts'), import('./store/intake.ts')]);
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
@@ -149,55 +184,69 @@ async function enqueue(args: string[]): Promise<number> {
   });
   if (values.help) return print(usage);
   if (positionals.length === 0) throw new DaemonError('ERR_USAGE', 'enqueue needs at least one RUN_ID');
-  let metadata: Record<string, unknown> | undefined;
+  let metadata: unknown;
   if (values.metadata !== undefined) {
-    let parsed: unknown;
     try {
-      parsed = JSON.parse(values.metadata);
+      metadata = JSON.parse(values.metadata);
     } catch {
-      throw new DaemonError('ERR_USAGE', `--metadata is not valid JSON: ${JSON.stringify(values.metadata)}`);
+      throw new DaemonError('ERR_USAGE', `--metadata is not valid JSON: ${JSON.stringify(values.metadata.slice(0, 200))}`);
     }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new DaemonError('ERR_USAGE', '--metadata must be a JSON object');
-    }
-    metadata = parsed as Record<string, unknown>;
   }
   const rawMax = values['max-watch-ms'];
-  const maxWatchMs = rawMax === undefined ? undefined : /^\d+$/.test(rawMax) ? Number(rawMax) : Number.NaN;
+  if (rawMax !== undefined && !/^\d+$/.test(rawMax)) throw new DaemonError('ERR_USAGE', `--max-watch-ms ${JSON.stringify(rawMax)} is not a whole number of milliseconds`);
+  const maxWatchMs = rawMax === undefined ? undefined : Number(rawMax);
   const entries = positionals.map((id) => buildEntry(id, { webhookUrl: values.webhook, metadata, maxWatchMs }));
   const config = loadConfig({ env: process.env });
-  const redis = await cliRedis(config);
+  const { ctx, close } = await cliStore(config);
   try {
-    await redis.lpush(keysFor(config.redis.keyPrefix).intake, ...entries);
+    // The intake's own rules, run by Redis (lua/check-entries.lua): what passes here is what
+    // the daemon accepts, and what fails names the same reason it would dead-letter.
+    const store = makeIntakeStore(ctx, intakeLimits(config));
+    const reasons = await store.check(entries);
+    const bad = reasons.flatMap((reason, i) => (reason === '' ? [] : [`  ${positionals[i]}: ${reason}`]));
+    if (bad.length > 0) throw new DaemonError('ERR_USAGE', `nothing enqueued; the intake would refuse:\n${bad.join('\n')}`);
+    await ctx.client.lpush(ctx.layout.intake, ...entries);
   } finally {
-    redis.disconnect();
+    close();
   }
   process.stdout.write(`enqueued ${entries.length} run${entries.length === 1 ? '' : 's'}\n`);
   return EXIT_OK;
 }
 
 async function status(args: string[]): Promise<number> {
-  const [{ loadConfig }, { keysFor }, { readStatus }] = await Promise.all([import('./config.ts'), import('./schedule.ts'), import('./status.ts')]);
+  const [{ loadConfig }, { readStatus }] = await Promise.all([import('./config.ts'), import('./store/status.ts')]);
   const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) return print(usage);
   const config = loadConfig({ env: process.env });
-  const redis = await cliRedis(config);
+  const { ctx, close } = await cliStore(config);
   let s;
   try {
-    s = await readStatus(redis, keysFor(config.redis.keyPrefix));
+    s = await readStatus(ctx);
   } finally {
-    redis.disconnect();
+    close();
   }
   if (values.json) return print(JSON.stringify(s));
-  const rows: [string, number][] = [
+  const rows: [string, number | string][] = [
     ['intake depth', s.intake],
     ['runs watched', s.watched],
     ['due now', s.due_now],
     ['webhook backlog', s.webhook_backlog],
     ['dead letters', s.dead_letters],
     ['events in stream', s.events],
+    ['partitions', s.partitions],
+    ['event streams', s.event_streams.join(' ')],
   ];
   return print(rows.map(([k, v]) => `${k.padEnd(18)}${v}`).join('\n'));
+}
+
+/** An unambiguous time: ISO 8601 with a zone, or a date (midnight UTC). */
+function isoTime(flag: string, v: string): number {
+  const iso = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2}))?$/;
+  const at = iso.test(v) ? Date.parse(v) : Number.NaN;
+  if (Number.isNaN(at)) {
+    throw new DaemonError('ERR_USAGE', `--${flag} ${JSON.stringify(v)} is not a time: use ISO 8601 with a zone (2026-11-28T10:00:00Z) or a date (2026-11-28, midnight UTC)`);
+  }
+  return at;
 }
 
 const deadUsage = `Usage: letta-run-watcher dead list [--json] [--limit N]
@@ -205,15 +254,15 @@ const deadUsage = `Usage: letta-run-watcher dead list [--json] [--limit N]
        letta-run-watcher dead purge (--all | --index N... | --before ISO_TIME)
 
 Index 0 is the newest dead letter, as 'dead list' shows. Replay puts a webhook delivery back
-in the outbox (re-enabling an endpoint that answered 410) and an intake entry back on the
-intake list; an entry cut to 1 KiB when it was rejected cannot be replayed and is left.
+in the outbox (re-enabling an endpoint that answered 410) and runs an intake entry through the
+intake rules again; an entry cut to 1 KiB when it was rejected cannot be replayed and is left.
+Times are ISO 8601 with a zone (2026-11-28T10:00:00Z) or a date (2026-11-28, midnight UTC).
 `;
 
 async function dead(args: string[]): Promise<number> {
-  const [{ loadConfig }, { keysFor }, { listDead, purgeDead, replayDead, selectDead }] = await Promise.all([
+  const [{ loadConfig, intakeLimits }, { listDeadLetters, purgeDeadLetters, replayDeadLetters, selectDeadLetters }] = await Promise.all([
     import('./config.ts'),
-    import('./schedule.ts'),
-    import('./dead.ts'),
+    import('./store/dead-letters.ts'),
   ]);
   const [sub, ...rest] = args;
   if (sub === undefined || sub === '--help' || sub === '-h') return print(deadUsage);
@@ -228,10 +277,6 @@ async function dead(args: string[]): Promise<number> {
       before: { type: 'string' },
     },
   });
-  const time = (flag: string, v: string | undefined) => {
-    if (v !== undefined && Number.isNaN(Date.parse(v))) throw new DaemonError('ERR_USAGE', `--${flag} ${JSON.stringify(v)} is not a time (use ISO 8601)`);
-    return v;
-  };
   const indexes = (values.index ?? []).map((v) => {
     if (!/^\d+$/.test(v)) throw new DaemonError('ERR_USAGE', `--index ${JSON.stringify(v)} is not a whole number`);
     return Number(v);
@@ -241,34 +286,34 @@ async function dead(args: string[]): Promise<number> {
   const filter: DeadFilter = {
     ...(values.all ? { all: true } : {}),
     indexes,
-    ...(values.since === undefined ? {} : { since: time('since', values.since) as string }),
-    ...(values.before === undefined ? {} : { before: time('before', values.before) as string }),
+    ...(values.since === undefined ? {} : { since: isoTime('since', values.since) }),
+    ...(values.before === undefined ? {} : { before: isoTime('before', values.before) }),
   };
   if (sub !== 'list' && sub !== 'replay' && sub !== 'purge') throw new DaemonError('ERR_USAGE', `unknown dead command ${JSON.stringify(sub)}; use list, replay or purge`);
   if (sub !== 'list' && !values.all && indexes.length === 0 && values.since === undefined && values.before === undefined) {
     throw new DaemonError('ERR_USAGE', `dead ${sub} needs --all, --index N, or a time (--since / --before)`);
   }
   const config = loadConfig({ env: process.env });
-  const keys = keysFor(config.redis.keyPrefix);
-  const redis = await cliRedis(config);
+  const { ctx, close } = await cliStore(config);
   try {
-    const list = await listDead(redis, keys, sub === 'list' ? limit : 1_000_000);
+    const list = await listDeadLetters(ctx, sub === 'list' ? limit : 1_000_000);
     if (sub === 'list') {
       if (values.json) return print(JSON.stringify(list.map(({ raw: _raw, ...d }) => d)));
       if (list.length === 0) return print('no dead letters');
+      const many = config.redis.partitions > 1;
       return print(
         list
-          .map((d) => `${String(d.index).padStart(4)}  ${d.at.padEnd(24)}  ${d.kind.padEnd(8)}  ${d.reason}`)
+          .map((d) => `${String(d.index).padStart(4)}  ${many ? `p${d.partition}  ` : ''}${d.at.padEnd(24)}  ${d.kind.padEnd(8)}  ${d.reason}`)
           .join('\n'),
       );
     }
-    const chosen = selectDead(list, filter);
-    if (sub === 'purge') return print(`purged ${await purgeDead(redis, keys, chosen)} dead letters`);
-    const r = await replayDead(redis, config.redis.keyPrefix, keys, chosen);
+    const chosen = selectDeadLetters(list, filter);
+    if (sub === 'purge') return print(`purged ${await purgeDeadLetters(ctx, chosen)} dead letters`);
+    const r = await replayDeadLetters(ctx, intakeLimits(config), chosen);
     for (const d of r.skipped) process.stderr.write(`not replayable: #${d.index} ${d.kind} (${d.truncated ? 'entry was cut when stored' : 'unreadable'})\n`);
     return print(`replayed ${r.replayed} dead letters${r.gone ? ` (${r.gone} already taken by another process)` : ''}`);
   } finally {
-    redis.disconnect();
+    close();
   }
 }
 
@@ -288,13 +333,12 @@ async function simulate(args: string[]): Promise<number> {
   const sim = await startSimulator(parseSimulatorArgs(args, process.env));
   process.stdout.write(`Letta simulator listening on ${sim.url}\n`);
   let feeder: NodeJS.Timeout | undefined;
-  let redis: Redis | undefined;
+  let redis: RedisClient | undefined;
   if (feedMs !== undefined) {
-    const [{ loadConfig }, { keysFor }, { Redis }] = await Promise.all([import('./config.ts'), import('./schedule.ts'), import('ioredis')]);
+    const [{ loadConfig }, { layoutFor }, { connectRedis }] = await Promise.all([import('./config.ts'), import('./redis/keys.ts'), import('./redis/connection.ts')]);
     const config = loadConfig({ env: process.env });
-    const intake = keysFor(config.redis.keyPrefix).intake;
-    const r = new Redis(config.redis.url, { maxRetriesPerRequest: null });
-    r.on('error', () => {});
+    const intake = layoutFor(config.redis.keyPrefix, config.redis.partitions).intake;
+    const r = connectRedis(config, { kind: 'daemon' }, 'letta-run-watcher-simulator');
     redis = r;
     feeder = setInterval(() => {
       const run = sim.createRun();

@@ -4,16 +4,34 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
  * Prometheus metrics, one registry per daemon (tests run several in one process). Names carry
  * the `letta_watcher_` prefix; labels are small closed sets, never a run ID.
  */
-export function makeMetrics(readGauges?: () => Promise<{ watched: number; due: number; backlog: number; dead: number; intake: number }>) {
+export interface GaugeReadings {
+  watched: number;
+  due: number;
+  backlog: number;
+  dead: number;
+  intake: number;
+}
+
+/**
+ * `readGauges` reads the Redis gauges (one read per scrape feeds them all); `onGaugeError` hears
+ * when that read fails, and the gauges then read NaN rather than a stale or zero value.
+ */
+export function makeMetrics(readGauges?: () => Promise<GaugeReadings>, onGaugeError?: (err: unknown) => void) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'letta_watcher_' });
 
-  let cached: Promise<Awaited<ReturnType<NonNullable<typeof readGauges>>>> | undefined;
-  // One Redis read per scrape feeds all the gauges below.
-  const snapshot = () => (cached ??= (readGauges ?? (async () => ({ watched: 0, due: 0, backlog: 0, dead: 0, intake: 0 })))().finally(() => {
-    setImmediate(() => (cached = undefined));
-  }));
-  const redisGauge = (name: string, help: string, pick: (s: Awaited<ReturnType<typeof snapshot>>) => number) =>
+  let cached: Promise<GaugeReadings> | undefined;
+  // One Redis read per scrape feeds all the gauges below, and one failure is reported once.
+  const snapshot = () =>
+    (cached ??= (readGauges ?? (async () => ({ watched: 0, due: 0, backlog: 0, dead: 0, intake: 0 })))()
+      .catch((err: unknown) => {
+        onGaugeError?.(err);
+        throw err;
+      })
+      .finally(() => {
+        setImmediate(() => (cached = undefined));
+      }));
+  const redisGauge = (name: string, help: string, pick: (s: GaugeReadings) => number) =>
     new Gauge({
       name,
       help,
@@ -22,7 +40,7 @@ export function makeMetrics(readGauges?: () => Promise<{ watched: number; due: n
         try {
           this.set(pick(await snapshot()));
         } catch {
-          // Redis unreachable: keep the last value; readiness reports the outage.
+          this.set(Number.NaN);
         }
       },
     });
@@ -55,7 +73,14 @@ export function makeMetrics(readGauges?: () => Promise<{ watched: number; due: n
     }),
     deadLetters: new Counter({ name: 'letta_watcher_dead_letters_total', help: 'Entries this replica wrote to the dead-letter list, by kind', labelNames: ['kind'] as const, registers: [registry] }),
     authPaused: new Gauge({ name: 'letta_watcher_auth_paused', help: '1 while polling is paused by 401/403 from the API', registers: [registry] }),
+    notLetta: new Gauge({ name: 'letta_watcher_base_url_not_letta', help: '1 while polling is paused because LETTA_BASE_URL does not answer like a Letta API', registers: [registry] }),
     loopStalls: new Counter({ name: 'letta_watcher_loop_stalls_total', help: 'Health checks that found a loop stalled', registers: [registry] }),
+    redisErrors: new Counter({ name: 'letta_watcher_redis_errors_total', help: 'Redis failures seen by the loops, gauges and probes, by cause', labelNames: ['cause'] as const, registers: [registry] }),
+    eventsDroppedUnread: new Counter({
+      name: 'letta_watcher_events_dropped_unread_total',
+      help: 'Events the stream hard cap dropped although a consumer group had not read or acknowledged them',
+      registers: [registry],
+    }),
     runsWatched: redisGauge('letta_watcher_runs_watched', 'Runs in the watch schedule (all replicas)', (s) => s.watched),
     runsDue: redisGauge('letta_watcher_runs_due', 'Runs due for a poll now (all replicas)', (s) => s.due),
     intakeDepth: redisGauge('letta_watcher_intake_depth', 'Entries waiting in the intake list', (s) => s.intake),

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import type { Batcher } from './batcher.ts';
+import type { ApiGate } from './api-gate.ts';
+import { makeBatcher, type Batcher } from './batcher.ts';
 import { nextPollDelay, type CadenceOptions } from './cadence.ts';
 import { classifyRun, parseLettaTime, type EventType } from './classify.ts';
 import type { Clock } from './clock.ts';
@@ -7,33 +8,43 @@ import { DaemonError, isDaemonError } from './errors.ts';
 import { buildEvent, type WatchEvent } from './events.ts';
 import type { LettaClient, Run } from './letta-client.ts';
 import type { Metrics } from './metrics.ts';
-import type { Claim, Schedule, SettleOp } from './schedule.ts';
-import { makeWorkLoop } from './work-loop.ts';
+import type { RedisHealth } from './redis/health.ts';
+import { runDeadLetter } from './store/dead-letters.ts';
+import type { RunClaim, RunSettle, RunStore } from './store/runs.ts';
+import { claimAcrossPartitions, makeWorkLoop } from './work-loop.ts';
 
 /**
- * Polling: claim due runs (as many as there is room for), poll each under the work loop's
- * concurrency and rate limits, then settle it — reschedule, commit its event, or dead-letter
- * it — through the batcher. A run's state never leaves Redis: if this process dies, the
- * lease on each run it held runs out and another replica (or this one, restarted) polls it.
+ * Polling: claim due runs (from every partition, fairly), poll each under the work loop's
+ * concurrency and rate limits, then settle it (reschedule, commit its event, or dead-letter
+ * it) through a batcher per partition. A run's state never leaves Redis: if this process dies,
+ * its leases stop being renewed and run out, and another replica (or this one, restarted)
+ * polls those runs.
  */
 export interface PollerOptions extends CadenceOptions {
   concurrency: number;
   maxRps: number;
   leaseMs: number;
   claimBatch: number;
-  authPauseMs: number;
+  /** While paused, one probe per this many ms. */
+  probeEveryMs: number;
+  /** Delay of a new delivery's first attempt. */
+  firstDeliveryMs: number;
 }
 
 export interface PollerDeps {
-  schedule: Schedule;
-  settle: Batcher<SettleOp, boolean>;
+  runs: RunStore;
+  partitions: number;
   client: LettaClient;
+  gate: ApiGate;
   clock: Clock;
   log: Logger;
   metrics: Metrics;
+  health: RedisHealth;
   options: PollerOptions;
   random?: () => number;
-  /** Called once per committed event (the log sink). */
+  /** The configured webhook targets an event goes to. */
+  targetsFor: (event: WatchEvent) => readonly string[];
+  /** Called once per committed event (the log sink, webhook wake-up). */
   onEvent: (event: WatchEvent) => void;
 }
 
@@ -43,30 +54,46 @@ export interface Poller {
   wake(): void;
   /** Stops claiming, lets running polls finish within graceMs, hands back the rest. */
   stop(graceMs: number): Promise<void>;
-  readonly inFlight: number;
-  readonly authPaused: boolean;
   /** Clock time of the loop's last turn (liveness). */
   readonly lastBeat: number;
 }
 
 interface Held {
-  claim: Claim;
+  claim: RunClaim;
   /** Local clock time matching the claim's Redis time, to judge the deadline. */
   claimedAtLocal: number;
   claimedAtRedis: number;
-  /** Claimed as the one probe allowed while 401/403 pauses polling. */
+  /** Claimed as the one probe allowed while paused for credentials. */
   probe: boolean;
 }
+
+/** Settle round trips under load: at most one per partition per this many ms (see batcher.ts). */
+const SETTLE_GAP_MS = 5;
+const SETTLE_BATCH = 256;
 
 export function makePoller(d: PollerDeps): Poller {
   const o = d.options;
   const random = d.random ?? Math.random;
-  const log = d.log;
-  // 401/403 pause: no requests but one probe per authPauseMs, until an answer that is not
-  // 401/403 clears the pause. `paused` only changes on answers, so readiness does not flicker.
-  let paused = false;
-  let nextProbeAt = 0;
+  const { log, gate } = d;
   let probing = false;
+  let healthProbe: Promise<void> | undefined;
+
+  const settlers: Batcher<RunSettle, boolean>[] = Array.from({ length: d.partitions }, (_, p) =>
+    makeBatcher((ops) => d.runs.settle(p, ops, o.firstDeliveryMs), { maxBatch: SETTLE_BATCH, minGapMs: SETTLE_GAP_MS }),
+  );
+  const settle = (claim: RunClaim, op: RunSettle) => (settlers[claim.partition] as Batcher<RunSettle, boolean>).add(op);
+
+  const claims = claimAcrossPartitions<Held>({
+    partitions: d.partitions,
+    clock: d.clock,
+    async claimOne(p, limit) {
+      const r = await d.runs.claim(p, limit, o.leaseMs);
+      const local = d.clock.now();
+      const probe = probing;
+      probing = false;
+      return { items: r.claims.map((claim) => ({ claim, claimedAtLocal: local, claimedAtRedis: r.now, probe })), now: r.now, nextDue: r.nextDue };
+    },
+  });
 
   const loop = makeWorkLoop<Held>({
     name: 'polls',
@@ -75,32 +102,52 @@ export function makePoller(d: PollerDeps): Poller {
     claimBatch: o.claimBatch,
     clock: d.clock,
     log,
-    async claim(limit) {
-      const r = await d.schedule.claim(limit, o.leaseMs);
-      const local = d.clock.now();
-      const probe = probing;
-      probing = false;
-      return {
-        items: r.claims.map((claim) => ({ claim, claimedAtLocal: local, claimedAtRedis: r.now, probe })),
-        idleMs: r.nextDue === undefined ? 1000 : Math.max(5, r.nextDue - r.now),
-      };
-    },
+    claim: (limit) => claims.claim(limit),
     process: (h, signal) => pollOne(h, signal),
     handBack: (h) => sendReschedule(h, 0, false),
     claimLimit(free, held) {
-      if (!paused) return { limit: free, waitMs: 0 };
-      const wait = nextProbeAt - d.clock.now();
-      if (wait > 0 || held > 0) return { limit: 0, waitMs: Math.max(wait, 50) };
-      nextProbeAt = d.clock.now() + o.authPauseMs;
+      if (gate.open) return { limit: free, waitMs: 0 };
+      const current = gate.current;
+      if (current.state === 'paused' && current.reason === 'not-letta') {
+        // The probe is a health check, not a run: no claim while the URL is wrong.
+        if (gate.takeProbe()) probeHealth();
+        return { limit: 0, waitMs: Math.max(gate.msToProbe, 50) };
+      }
+      if (held > 0 || !gate.takeProbe()) return { limit: 0, waitMs: Math.max(gate.msToProbe, 50) };
       probing = true;
       return { limit: 1, waitMs: 0 };
     },
+    renew: (items) => renew(items),
+    renewEveryMs: Math.floor(o.leaseMs / 3),
+    onClaimError: (err) => d.health.report('poll claims', err),
+    onClaimOk: () => d.health.recovered('poll claims'),
   });
+
+  async function renew(items: Held[]): Promise<void> {
+    const byPartition = new Map<number, RunClaim[]>();
+    for (const { claim } of items) byPartition.set(claim.partition, [...(byPartition.get(claim.partition) ?? []), claim]);
+    await Promise.all([...byPartition].map(([p, list]) => d.runs.renew(p, list, o.leaseMs)));
+  }
+
+  /** A health check as the probe of a not-Letta pause. */
+  function probeHealth(): void {
+    healthProbe ??= (async () => {
+      try {
+        const verdict = await d.client.checkHealth(AbortSignal.timeout(o.probeEveryMs));
+        if (verdict.kind === 'letta') {
+          gate.resume();
+          loop.wake();
+        } else if (verdict.kind === 'auth') gate.pause('credentials', `GET /v1/health/ answered ${verdict.status}`);
+      } finally {
+        healthProbe = undefined;
+      }
+    })();
+  }
 
   async function pollOne(h: Held, signal: AbortSignal): Promise<void> {
     const { claim } = h;
     // Claimed before the pause began: wait it out without a request.
-    if (paused && !h.probe) return reschedule(h, o.authPauseMs, false);
+    if (!gate.open && !h.probe) return reschedule(h, o.probeEveryMs, false);
     const polls = claim.polls + 1;
     const began = d.clock.now();
     let failure: DaemonError | undefined;
@@ -112,20 +159,17 @@ export function makePoller(d: PollerDeps): Poller {
       failure = isDaemonError(err) ? err : new DaemonError('ERR_API_NETWORK', String(err), { cause: err });
     }
     d.metrics.pollDuration.observe((d.clock.now() - began) / 1000);
-    const redisNow = h.claimedAtRedis + (d.clock.now() - h.claimedAtLocal);
-    const expired = redisNow >= claim.deadline;
+    const expired = redisNow(h) >= claim.deadline;
 
     if (failure || !lookup) {
       d.metrics.polls.inc({ outcome: 'error' });
       if (expired) return track(commit(h, 'run.expired', null, polls));
-      const delay = Math.max(nextPollDelay(polls, o, random), Math.min(failure?.retryAfterMs ?? 0, 3_600_000));
+      const delay = Math.max(nextPollDelay(polls, o, random), failure?.retryAfterMs ?? 0);
       log.warn({ run_id: claim.runId, err: failure, retry_in_ms: delay }, 'poll failed; the run stays watched');
       return reschedule(h, delay, true);
     }
-    if (lookup.kind !== 'auth' && paused) {
-      paused = false;
-      d.metrics.authPaused.set(0);
-      log.warn('Letta API accepts our credentials again; polling resumes');
+    if (lookup.kind !== 'auth' && lookup.kind !== 'not_letta' && !gate.open) {
+      gate.resume();
       loop.wake();
     }
     switch (lookup.kind) {
@@ -138,7 +182,7 @@ export function makePoller(d: PollerDeps): Poller {
         if (!state.known) log.warn({ run_id: claim.runId, status: lookup.run.status }, 'unknown run status; treating the run as not finished');
         d.metrics.polls.inc({ outcome: 'pending' });
         if (expired) return track(commit(h, 'run.expired', lookup.run, polls));
-        return reschedule(h, nextPollDelay(polls, o, random), true);
+        return reschedule(h, nextPollDelay(polls, o, random), true, lookup.run);
       }
       case 'not_found':
         d.metrics.polls.inc({ outcome: 'not_found' });
@@ -148,24 +192,23 @@ export function makePoller(d: PollerDeps): Poller {
         return track(deadLetter(h, lookup.status));
       case 'auth':
         d.metrics.polls.inc({ outcome: 'auth' });
-        if (!paused) {
-          log.error(
-            { status: lookup.status },
-            'Letta API refused our credentials (check LETTA_API_KEY); polling is paused, no run is dropped',
-          );
-          paused = true;
-          nextProbeAt = d.clock.now() + o.authPauseMs;
-        }
-        d.metrics.authPaused.set(1);
-        return reschedule(h, o.authPauseMs, false);
+        gate.pause('credentials', `it answered ${lookup.status}`);
+        return reschedule(h, o.probeEveryMs, false);
+      case 'not_letta':
+        d.metrics.polls.inc({ outcome: 'not_letta' });
+        gate.pause('not-letta', `GET /v1/runs/{run_id} answered ${lookup.status} ${lookup.detail}`);
+        return reschedule(h, o.probeEveryMs, false);
     }
   }
 
+  /** Redis's clock now, from the claim's Redis time and the local time since. */
+  function redisNow(h: Held): number {
+    return h.claimedAtRedis + (d.clock.now() - h.claimedAtLocal);
+  }
+
   /**
-   * Settling runs after the request, outside the p-queue slot: the slot is for API requests,
-   * and a poll need not hold one through its Redis round trip. A reschedule is one op handed
-   * to the batcher (stop() drains it); a commit or dead-letter first reads the run's entry, so
-   * stop() waits for those in `settling` too.
+   * Settles run after the request, outside the p-queue slot: the slot is for API requests, and
+   * a poll need not hold one through its Redis round trip. stop() waits for these.
    */
   const settling = new Set<Promise<void>>();
   function track(p: Promise<void>): void {
@@ -178,51 +221,47 @@ export function makePoller(d: PollerDeps): Poller {
   function settleFailed(err: unknown): void {
     log.error({ err }, 'could not settle a poll; the run comes due again when its lease ends');
   }
-  function rescheduled(ok: boolean): void {
+
+  /**
+   * A polled run's next poll is never past its deadline (a Retry-After of an hour on a run
+   * watched for a minute): the last poll happens at the deadline at the latest, and expires it.
+   */
+  function reschedule(h: Held, delayMs: number, polled: boolean, run?: Run): void {
+    const delay = polled ? Math.min(delayMs, Math.max(0, h.claim.deadline - redisNow(h))) : delayMs;
+    track(sendReschedule(h, delay, polled, run));
+  }
+  async function sendReschedule(h: Held, delayMs: number, polled: boolean, run?: Run): Promise<void> {
+    const createdAt = h.claim.createdAt === undefined ? parseLettaTime(run?.created_at) : undefined;
+    const ok = await settle(h.claim, { kind: 'reschedule', runId: h.claim.runId, counter: h.claim.counter, delayMs: Math.round(delayMs), polled, createdAt });
     if (!ok) d.metrics.leasesLost.inc();
     // The claim loop may be asleep until a due time it read before this run was rescheduled.
-    loop.wake();
+    claims.dueIn(h.claim.partition, delayMs);
   }
 
   async function deadLetter(h: Held, status: number): Promise<void> {
     const { claim } = h;
-    const dead = JSON.stringify({
-      kind: 'run',
-      reason: `Letta API answered ${status}: it does not accept this run ID`,
-      at: new Date(d.clock.now()).toISOString(),
-      entry: (await d.schedule.entryOf(claim.runId)) ?? claim.runId,
-    });
-    const ok = await d.settle.add({ kind: 'D', runId: claim.runId, token: claim.token, deadJson: dead });
+    const entry = (await d.runs.entryOf(claim.partition, claim.runId)) ?? claim.runId;
+    const letter = runDeadLetter(`Letta API answered ${status}: it does not accept this run ID`, new Date(d.clock.now()), entry);
+    const ok = await settle(claim, { kind: 'dead-letter', runId: claim.runId, counter: claim.counter, deadLetterJson: letter });
     if (ok) d.metrics.deadLetters.inc({ kind: 'run' });
     else d.metrics.leasesLost.inc();
   }
 
-  /** Not awaited: the poll's p-queue slot is free while the batcher sends this. */
-  function reschedule(h: Held, delayMs: number, polled: boolean): void {
-    void sendReschedule(h, delayMs, polled);
-  }
-  function sendReschedule(h: Held, delayMs: number, polled: boolean): Promise<void> {
-    return d.settle
-      .add({ kind: 'R', runId: h.claim.runId, token: h.claim.token, delayMs: Math.round(delayMs), polled })
-      .then(rescheduled, settleFailed);
-  }
-
   async function commit(h: Held, type: EventType, run: Run | null, polls: number): Promise<void> {
     const { claim } = h;
-    // The intake entry, for its metadata (null for a bare ID): one HGET per finished run, so
-    // the claim, once per poll, need not look.
-    const entry = await d.schedule.entryOf(claim.runId);
+    // The intake entry, for its metadata (null for a bare ID): one read per finished run, so
+    // the claim, once per poll, need not carry it.
+    const entry = await d.runs.entryOf(claim.partition, claim.runId);
     const detectedAt = d.clock.now();
-    const event = buildEvent({
-      type,
+    const event = buildEvent({ type, runId: claim.runId, run, metadata: metadataOf(entry), enqueuedAt: claim.enqueuedAt, detectedAt, polls });
+    const ok = await settle(claim, {
+      kind: 'commit',
       runId: claim.runId,
-      run,
-      metadata: metadataOf(entry),
-      enqueuedAt: claim.enqueuedAt,
-      detectedAt,
-      polls,
+      counter: claim.counter,
+      eventJson: JSON.stringify(event),
+      eventId: event.id,
+      targets: d.targetsFor(event),
     });
-    const ok = await d.settle.add({ kind: 'C', runId: claim.runId, token: claim.token, eventJson: JSON.stringify(event), eventId: event.id });
     if (!ok) {
       d.metrics.leasesLost.inc();
       log.debug({ run_id: claim.runId }, 'lease lost before commit; another replica owns the run');
@@ -236,17 +275,15 @@ export function makePoller(d: PollerDeps): Poller {
 
   return {
     start: () => loop.start(),
-    wake: () => loop.wake(),
+    wake() {
+      claims.invalidate();
+      loop.wake();
+    },
     async stop(graceMs) {
       await loop.stop(graceMs);
       while (settling.size > 0) await Promise.allSettled([...settling]);
-      await d.settle.drain();
-    },
-    get inFlight() {
-      return loop.held;
-    },
-    get authPaused() {
-      return paused;
+      await Promise.all(settlers.map((s) => s.drain()));
+      await healthProbe;
     },
     get lastBeat() {
       return loop.lastBeat;

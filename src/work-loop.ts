@@ -4,9 +4,9 @@ import type { Clock } from './clock.ts';
 
 /**
  * The loop shared by polling and webhook delivery: claim leased work from Redis in batches,
- * run each item under p-queue's concurrency (and optional rate) limit, and on stop hand back
- * what has not run while letting what runs finish within a grace period. Work items live in
- * Redis the whole time; this loop holds only leases.
+ * run each item under p-queue's concurrency (and optional rate) limit, renew the leases of
+ * items still held, and on stop hand back what has not run while letting what runs finish
+ * within a grace period. Work items live in Redis the whole time; this loop holds only leases.
  */
 export interface WorkLoopOptions<T> {
   name: string;
@@ -24,6 +24,13 @@ export interface WorkLoopOptions<T> {
   handBack(item: T): Promise<void>;
   /** Caps a claim below the free room (e.g. one probe at a time while paused); default: no cap. */
   claimLimit?(free: number, held: number): { limit: number; waitMs: number };
+  /** Extends the leases of items held for a while; called every `renewEveryMs`. */
+  renew?(items: T[]): Promise<void>;
+  renewEveryMs?: number;
+  /** A failed claim (for the Redis health report); the loop waits and tries again. */
+  onClaimError?(err: unknown): void;
+  /** A claim that worked (the problem reported by onClaimError is over). */
+  onClaimOk?(): void;
 }
 
 export interface WorkLoop {
@@ -35,12 +42,17 @@ export interface WorkLoop {
   readonly lastBeat: number;
 }
 
-const IDLE_WAIT_MS = 1000;
+/** The longest the loop sleeps without a claim (it also wakes on work, see wake()). */
+const IDLE_WAIT_MS = 10_000;
+/** While the local backlog is full, how often to look again (items finishing wake it). */
+const BACKLOG_WAIT_MS = 1_000;
 const WOKEN = Object.freeze({ woken: true });
+const CLAIM_RETRY_MAX_MS = 5_000;
 
 interface Held<T> {
   item: T;
   started: boolean;
+  heldSince: number;
   done: Promise<void>;
 }
 
@@ -62,11 +74,15 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
   // One signal for all running work: it aborts when the shutdown grace runs out.
   const graceOver = new AbortController();
   let loopDone: Promise<void> | undefined;
+  let renewTimer: NodeJS.Timeout | undefined;
   let wakeUp: (() => void) | undefined;
+  /** A wake() that came while the loop was not asleep (claiming): the next idle() skips its sleep. */
+  let woken = false;
   let lastBeat = o.clock.now();
 
   function wake(): void {
-    wakeUp?.();
+    if (wakeUp) wakeUp();
+    else woken = true;
   }
 
   /**
@@ -76,6 +92,10 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
    */
   async function idle(ms: number): Promise<void> {
     if (stopping.signal.aborted) return;
+    if (woken) {
+      woken = false;
+      return;
+    }
     const ctl = new AbortController();
     wakeUp = () => {
       wakeUp = undefined;
@@ -96,7 +116,7 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
       lastBeat = o.clock.now();
       // Claim in batches: wait until the local backlog is down to what is running.
       if (held.size > o.concurrency) {
-        await idle(IDLE_WAIT_MS);
+        await idle(BACKLOG_WAIT_MS);
         continue;
       }
       const free = Math.min(capacity - held.size, o.claimBatch);
@@ -108,11 +128,12 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
       let claimed;
       try {
         claimed = await o.claim(limit);
+        if (failures > 0) o.onClaimOk?.();
         failures = 0;
       } catch (err) {
         failures++;
-        if (failures === 1 || failures % 30 === 0) o.log.error({ err }, `cannot claim ${o.name} from Redis; retrying`);
-        await idle(Math.min(5000, 100 * 2 ** Math.min(failures, 6)));
+        o.onClaimError?.(err);
+        await idle(Math.min(CLAIM_RETRY_MAX_MS, 100 * 2 ** Math.min(failures, 6)));
         continue;
       }
       for (const item of claimed.items) start(item);
@@ -122,7 +143,7 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
   }
 
   function start(item: T): void {
-    const h: Held<T> = { item, started: false, done: Promise.resolve() };
+    const h: Held<T> = { item, started: false, heldSince: o.clock.now(), done: Promise.resolve() };
     held.add(h);
     h.done = run(h);
   }
@@ -149,9 +170,22 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
     }
   }
 
+  /** Renews what has been held for a renewal period: fast work never costs a renewal. */
+  function renewHeld(): void {
+    const everyMs = o.renewEveryMs ?? 0;
+    const cutoff = o.clock.now() - everyMs;
+    const old = [...held].filter((h) => h.heldSince <= cutoff).map((h) => h.item);
+    if (old.length === 0 || !o.renew) return;
+    o.renew(old).catch((err: unknown) => o.log.warn({ err }, `${o.name}: could not renew leases; they may run out and the work be done twice`));
+  }
+
   return {
     start() {
       loopDone ??= loop();
+      if (o.renew && o.renewEveryMs && !renewTimer) {
+        renewTimer = setInterval(renewHeld, o.renewEveryMs);
+        renewTimer.unref();
+      }
     },
     wake,
     async stop(graceMs) {
@@ -173,12 +207,73 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
         graceOver.abort();
         await all();
       }
+      clearInterval(renewTimer);
     },
     get held() {
       return held.size;
     },
     get lastBeat() {
       return lastBeat;
+    },
+  };
+}
+
+/**
+ * Claims across partitions, fairly: each call starts one partition further along, and skips a
+ * partition whose earliest due time (learnt from its last claim) is still ahead and was learnt
+ * recently, so an idle replica with N partitions does not cost Redis N claims per wake.
+ */
+export interface PartitionClaims<T> {
+  claim(limit: number): Promise<{ items: T[]; idleMs: number }>;
+  /** Forget what is known of due times (new work arrived): claim everywhere next time. */
+  invalidate(): void;
+  /** Something in `partition` comes due in `inMs` (we just rescheduled it). */
+  dueIn(partition: number, inMs: number): void;
+}
+
+export function claimAcrossPartitions<T>(o: {
+  partitions: number;
+  clock: Clock;
+  /** Claims from one partition; `nextDue` and `now` are on Redis's clock. */
+  claimOne(partition: number, limit: number): Promise<{ items: T[]; now: number; nextDue: number | undefined }>;
+  /** Look at a partition at least this often, whatever its due time said. */
+  refreshMs?: number;
+}): PartitionClaims<T> {
+  const refreshMs = o.refreshMs ?? IDLE_WAIT_MS;
+  /** Local clock time at which each partition is worth a claim. */
+  const dueAt = new Array<number>(o.partitions).fill(0);
+  /** The earliest due time heard of (dueIn, invalidate) while a partition's claim was in flight. */
+  const heard = new Array<number>(o.partitions).fill(Infinity);
+  let next = 0;
+  return {
+    async claim(limit) {
+      const items: T[] = [];
+      const start = next;
+      next = (next + 1) % o.partitions;
+      for (let k = 0; k < o.partitions && items.length < limit; k++) {
+        const p = (start + k) % o.partitions;
+        if (dueAt[p]! > o.clock.now()) continue;
+        const want = limit - items.length;
+        heard[p] = Infinity;
+        const r = await o.claimOne(p, want);
+        items.push(...r.items);
+        const local = o.clock.now();
+        const wait = r.nextDue === undefined ? refreshMs : Math.min(refreshMs, Math.max(0, r.nextDue - r.now));
+        // A full claim may have left more due: come back at once. What was heard meanwhile
+        // (new intake, a reschedule) is newer than this claim's answer.
+        dueAt[p] = Math.min(r.items.length >= want ? local : local + wait, heard[p] ?? Infinity);
+      }
+      const soonest = Math.min(...dueAt) - o.clock.now();
+      return { items, idleMs: Math.max(5, soonest) };
+    },
+    invalidate() {
+      dueAt.fill(0);
+      heard.fill(0);
+    },
+    dueIn(partition, inMs) {
+      const at = o.clock.now() + inMs;
+      dueAt[partition] = Math.min(dueAt[partition] ?? 0, at);
+      heard[partition] = Math.min(heard[partition] ?? Infinity, at);
     },
   };
 }

@@ -69,9 +69,9 @@ async function finalEvents(prefix: string, expected: number, daemons: readonly S
     timeoutMs,
     describe: async () => `${(await readEvents(redis, prefix)).length} of ${expected} events\n${outputs(daemons)}`,
   });
-  await waitFor(async () => (await redis.zcard(k.schedule)) === 0 && (await redis.llen(k.intake)) === 0, {
+  await waitFor(async () => (await redis.zcard(k.due)) === 0 && (await redis.llen(k.intake)) === 0, {
     timeoutMs,
-    describe: async () => `schedule ${await redis.zcard(k.schedule)}, intake ${await redis.llen(k.intake)}`,
+    describe: async () => `schedule ${await redis.zcard(k.due)}, intake ${await redis.llen(k.intake)}`,
   });
   return await readEvents(redis, prefix);
 }
@@ -102,7 +102,7 @@ describe('crash safety of the daemon binary', () => {
         describe: () => outputs(all),
       });
       await sleep(randomInt(0, 600)); // a random moment
-      inFlightAtKill.push(await redis.zcard(k.schedule));
+      inFlightAtKill.push(await redis.zcard(k.due));
       await daemon.kill9();
       daemon = spawnDaemon(env);
       all.push(daemon);
@@ -130,7 +130,7 @@ describe('crash safety of the daemon binary', () => {
 
     await waitForEvents(redis, prefix, 30, { timeoutMs: 15_000, describe: () => outputs(all) });
     await sleep(randomInt(0, 300));
-    const watched = await redis.zcard(k.schedule);
+    const watched = await redis.zcard(k.due);
     await a.kill9();
     const a2 = spawnDaemon(env);
     all.push(a2);
@@ -166,10 +166,10 @@ describe('crash safety of the daemon binary', () => {
     const problems: string[] = [];
     let unfinished = 0;
     for (const id of runs.keys()) {
-      const score = await redis.zscore(k.schedule, id);
+      const score = await redis.zscore(k.due, id);
       if (done.has(id)) {
         if (score !== null) problems.push(`${id}: has an event and is still scheduled`);
-      } else if (score === null || (await redis.exists(k.run(id))) !== 1) {
+      } else if (score === null || (await redis.hexists(k.runs, id)) !== 1) {
         problems.push(`${id}: lost (no event, not watched)`);
       } else {
         unfinished++;

@@ -9,6 +9,7 @@ import { eventId, type WatchEvent } from '../src/events.ts';
 import { makeLogger } from '../src/log.ts';
 import { startSimulator, type CreatedRun, type Simulator, type SimulatorOptions } from '../src/simulator/server.ts';
 import {
+  answeredHealth,
   expectExactlyOnce,
   configFile,
   enqueue,
@@ -63,9 +64,9 @@ function createRuns(sim: Simulator, n: number, duration: [number, number]): Map<
 async function settledEvents(prefix: string, expected: number, timeoutMs = 20_000): Promise<StreamEvent[]> {
   const k = keys(prefix);
   await waitForEvents(redis, prefix, expected, { timeoutMs });
-  await waitFor(async () => (await redis.zcard(k.schedule)) === 0 && (await redis.llen(k.intake)) === 0, {
+  await waitFor(async () => (await redis.zcard(k.due)) === 0 && (await redis.llen(k.intake)) === 0, {
     timeoutMs,
-    describe: async () => `schedule ${await redis.zcard(k.schedule)}, intake ${await redis.llen(k.intake)}`,
+    describe: async () => `schedule ${await redis.zcard(k.due)}, intake ${await redis.llen(k.intake)}`,
   });
   return await readEvents(redis, prefix);
 }
@@ -116,7 +117,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
       expect(Date.parse(event.data.watch.detected_at)).toBeGreaterThanOrEqual(created.finishesAt ?? Infinity);
     }
     // Nothing left behind for finished runs.
-    expect(await redis.keys(`${prefix}:run:*`)).toEqual([]);
+    expect(await redis.hlen(keys(prefix).runs)).toBe(0);
   });
 
   it('a run pushed three times (bare and JSON) while watched is watched once and gives one event with the metadata', async () => {
@@ -129,11 +130,11 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
     const daemon = await startDaemon(config);
 
     await enqueue(redis, prefix, [JSON.stringify({ run_id: run.id, metadata })]);
-    await waitFor(async () => (await redis.zscore(k.schedule, run.id)) !== null);
+    await waitFor(async () => (await redis.zscore(k.due, run.id)) !== null);
     await enqueue(redis, prefix, [run.id, JSON.stringify({ run_id: run.id, metadata: { other: 'ignored' } })]);
     await waitFor(async () => (await redis.llen(k.intake)) === 0);
     // Still watched (the run takes 2 s), and only once.
-    expect(await redis.zcard(k.schedule)).toBe(1);
+    expect(await redis.zcard(k.due)).toBe(1);
     expect((await readEvents(redis, prefix)).length).toBe(0);
 
     const events = await settledEvents(prefix, 1);
@@ -189,7 +190,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
     });
     await waitFor(() => [...runs.values()].every((r) => (r.finishesAt ?? Infinity) <= Date.now()));
     expect((await readEvents(redis, prefix)).length).toBe(0);
-    expect(await redis.zcard(k.schedule)).toBe(60);
+    expect(await redis.zcard(k.due)).toBe(60);
     const during = sim.stats().byStatus;
     expect(during['200'] ?? 0).toBe(0);
 
@@ -232,6 +233,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
   it('accepts a Run whose every field but id, agent_id and status is null, with a naive completed_at', async () => {
     const bodies: Record<string, unknown>[] = [];
     const server: Server = createServer((req, res) => {
+      if (answeredHealth(req, res)) return;
       const id = decodeURIComponent((req.url ?? '').split('?')[0]?.split('/').pop() ?? '');
       const body = {
         id,
@@ -384,7 +386,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
       describe: () => JSON.stringify(sim.stats()),
     });
     expect((await readEvents(redis, prefix)).length).toBe(0);
-    expect(await redis.zcard(k.schedule)).toBe(20);
+    expect(await redis.zcard(k.due)).toBe(20);
     expect(await readDead(redis, prefix)).toEqual([]);
     expect(daemon.state).toBe('running');
     expect(sim.stats().byStatus['200'] ?? 0).toBe(0);
@@ -425,7 +427,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
 
     const k = keys(prefix);
     await waitForEvents(own, prefix, 150, { timeoutMs: 30_000 });
-    await waitFor(async () => (await own.zcard(k.schedule)) === 0 && (await own.llen(k.intake)) === 0, { timeoutMs: 20_000 });
+    await waitFor(async () => (await own.zcard(k.due)) === 0 && (await own.llen(k.intake)) === 0, { timeoutMs: 20_000 });
     const events = await readEvents(own, prefix);
     expect(events).toHaveLength(150);
     expectExactlyOnce(events, runs.keys());
@@ -458,7 +460,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
     const done = new Set(events.map((e) => e.event.data.run_id));
     const now = await redisNow(redis);
     const scores = new Map<string, number>();
-    const flat = await redis.zrange(k.schedule, '0', '-1', 'WITHSCORES');
+    const flat = await redis.zrange(k.due, '0', '-1', 'WITHSCORES');
     for (let i = 0; i + 1 < flat.length; i += 2) scores.set(flat[i] as string, Number(flat[i + 1]));
     const problems: string[] = [];
     for (const id of runs.keys()) {
@@ -469,7 +471,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
         problems.push(`${id}: neither an event nor in the schedule`);
       } else if (score > now + 1000) {
         problems.push(`${id}: not handed back (due in ${score - now} ms)`);
-      } else if ((await redis.exists(k.run(id))) !== 1) {
+      } else if ((await redis.hexists(k.runs, id)) !== 1) {
         problems.push(`${id}: scheduled without its run state`);
       }
     }

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { Daemon } from '../src/daemon.ts';
 import { makeLogger } from '../src/log.ts';
 import {
+  answeredHealth,
   keys,
   readDead,
   readEvents,
@@ -40,6 +41,7 @@ interface RecordingApi {
 async function recordingApi(): Promise<RecordingApi> {
   const paths: string[] = [];
   const server: Server = createServer((req, res) => {
+    if (answeredHealth(req, res)) return;
     const path = req.url ?? '';
     paths.push(path);
     const id = path.startsWith('/v1/runs/') ? path.slice('/v1/runs/'.length) : '';
@@ -157,6 +159,7 @@ function generator(seed: number) {
         () => `{"run_id":${'{"d":'.repeat(depth)}"run-1"${'}'.repeat(depth)}}`,
       ])();
     }],
+    ['metadata nested past the intake limit', () => JSON.stringify({ run_id: badId(), metadata: nest(int(31, 999), 'leaf') })],
     ['blank', () => pick(['', ' ', '\t\n', '\r\n\r\n'])],
   ];
 
@@ -187,9 +190,9 @@ function generator(seed: number) {
       return { entry: JSON.stringify({ run_id: id, metadata: {}, max_watch_ms: int(60_000, 86_400_000) }), runId: id, metadata: {} };
     },
     () => {
-      // Deep, but within what any JSON parser must take.
+      // Deep, but within the intake's limit of 32 levels (the entry and its metadata count too).
       const id = validId(int(1, 40));
-      const metadata = nest(int(10, 200), 'leaf') as Record<string, unknown>;
+      const metadata = nest(int(10, 30), 'leaf') as Record<string, unknown>;
       return { entry: JSON.stringify({ run_id: id, metadata }), runId: id, metadata };
     },
   ];
@@ -226,12 +229,12 @@ async function waitForIntakeDone(prefix: string, events: number, dead: number, e
       (await redis.llen(k.intake)) === 0 &&
       (await redis.llen(k.dead)) >= dead &&
       (await redis.xlen(k.events)) >= events &&
-      (await redis.zcard(k.schedule)) === 0,
+      (await redis.zcard(k.due)) === 0,
     {
       timeoutMs: 45_000,
       intervalMs: 100,
       describe: async () =>
-        `intake ${await redis.llen(k.intake)}, dead ${await redis.llen(k.dead)}/${dead}, events ${await redis.xlen(k.events)}/${events}, watched ${await redis.zcard(k.schedule)}${await explain()}`,
+        `intake ${await redis.llen(k.intake)}, dead ${await redis.llen(k.dead)}/${dead}, events ${await redis.xlen(k.events)}/${events}, watched ${await redis.zcard(k.due)}${await explain()}`,
     },
   );
 }
@@ -341,7 +344,7 @@ describe('fuzzed intake entries', () => {
     const { prefix } = await startDaemon(api);
     const k = keys(prefix);
     await redis.lpush(k.intake, ...notJson, 'nj-control');
-    await waitFor(async () => (await redis.llen(k.intake)) === 0 && (await redis.xlen(k.events)) >= 1 && (await redis.zcard(k.schedule)) === 0, {
+    await waitFor(async () => (await redis.llen(k.intake)) === 0 && (await redis.xlen(k.events)) >= 1 && (await redis.zcard(k.due)) === 0, {
       timeoutMs: 10_000,
     });
     const dead = await readDead(redis, prefix);

@@ -150,7 +150,7 @@ describe('npm run demo', () => {
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
     child.stderr.on('data', (c: Buffer) => (out += c.toString()));
     const code = await new Promise<number | null>((r) => child.once('exit', r));
-    expect(out).toContain('20/20 events, 0 with an unexpected outcome, 0 without both webhooks, 0 bad signatures');
+    expect(out).toContain('20/20 events and 1 dead letter, 0 with an unexpected outcome, 0 without both webhooks, 0 bad signatures');
     expect(out).toContain('demo passed');
     expect(code).toBe(0);
   }, 90_000);

@@ -113,8 +113,8 @@ describe('outages', () => {
     // New work after the outage is taken too.
     await enqueue(producer, prefix, createRuns(sim, 50, [0, 1000], runs));
     await waitFor(
-      async () => (await producer.xlen(k.events)) >= runs.size && (await producer.zcard(k.schedule)) === 0 && (await producer.llen(k.intake)) === 0,
-      { timeoutMs: 30_000, describe: async () => `${await producer.xlen(k.events)} of ${runs.size} events, ${await producer.zcard(k.schedule)} watched` },
+      async () => (await producer.xlen(k.events)) >= runs.size && (await producer.zcard(k.due)) === 0 && (await producer.llen(k.intake)) === 0,
+      { timeoutMs: 30_000, describe: async () => `${await producer.xlen(k.events)} of ${runs.size} events, ${await producer.zcard(k.due)} watched` },
     );
     expectExactlyOnce(await readEvents(producer, prefix), runs.keys(), runs);
     expect(await producer.llen(k.dead)).toBe(0);
@@ -164,7 +164,7 @@ describe('outages', () => {
     const WINDOW_MS = 4 * AUTH_PAUSE_MS;
     const requestsBefore = sim.stats().requests;
     const eventsBefore = await redis.xlen(k.events);
-    const watched = await redis.zcard(k.schedule);
+    const watched = await redis.zcard(k.due);
     const windowStart = Date.now();
     const readyz: Probe[] = [];
     while (Date.now() - windowStart < WINDOW_MS) {
@@ -188,7 +188,7 @@ describe('outages', () => {
     // The key works again: polling resumes by itself, nothing was dropped.
     sim.setApiKey(goodKey);
     await waitFor(async () => (await probe(port, '/readyz')).status === 200, { timeoutMs: 10_000 });
-    await waitFor(async () => (await redis.xlen(k.events)) >= runs.size && (await redis.zcard(k.schedule)) === 0, {
+    await waitFor(async () => (await redis.xlen(k.events)) >= runs.size && (await redis.zcard(k.due)) === 0, {
       timeoutMs: 20_000,
       describe: async () => `${await redis.xlen(k.events)} of ${runs.size} events`,
     });

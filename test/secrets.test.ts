@@ -225,8 +225,8 @@ describe('secrets', () => {
     await rs.start();
 
     await waitFor(
-      async () => (await producer.xlen(k.events)) >= runs.length && (await producer.zcard(k.schedule)) === 0 && (await producer.zcard(k.outbox)) === 0,
-      { timeoutMs: 30_000, describe: async () => `${await producer.xlen(k.events)} events, outbox ${await producer.zcard(k.outbox)}\n${daemon.output().slice(-2000)}` },
+      async () => (await producer.xlen(k.events)) >= runs.length && (await producer.zcard(k.due)) === 0 && (await producer.zcard(k.webhooks)) === 0,
+      { timeoutMs: 30_000, describe: async () => `${await producer.xlen(k.events)} events, outbox ${await producer.zcard(k.webhooks)}\n${daemon.output().slice(-2000)}` },
     );
     sim.setFaults({ errorRate: 0, malformedRate: 0 });
     const metrics = await get(httpPort, '/metrics');

@@ -76,9 +76,9 @@ describe('webhooks across kill -9 of the daemon', () => {
 
     await until(() => distinct() === RUNS, 25_000);
     const k = keys(prefix);
-    await waitFor(async () => (await redis.zcard(k.outbox)) === 0, {
+    await waitFor(async () => (await redis.zcard(k.webhooks)) === 0, {
       timeoutMs: 10_000,
-      describe: async () => `${await redis.zcard(k.outbox)} deliveries left`,
+      describe: async () => `${await redis.zcard(k.webhooks)} deliveries left`,
     });
     await daemon.stop();
 

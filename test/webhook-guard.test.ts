@@ -2,12 +2,12 @@ import { MockAgent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.ts';
 import { Daemon, type DaemonDeps } from '../src/daemon.ts';
-import { listDead } from '../src/dead.ts';
+import { listDeadLetters } from '../src/store/dead-letters.ts';
 import type { WatchEvent } from '../src/events.ts';
 import { makeLogger } from '../src/log.ts';
 import { startSimulator, type Simulator } from '../src/simulator/server.ts';
 import { hostAllowed, isPrivateAddress, makeUrlGuard, type Resolver } from '../src/webhook-guard.ts';
-import { enqueue, keys, readEvents, testEnv, waitFor, waitForEvents, useSuite } from './support/harness.ts';
+import { enqueue, keys, readEvents, storeFor, testEnv, waitFor, waitForEvents, useSuite } from './support/harness.ts';
 import { newSecret, startReceiver, type Receiver } from './support/receiver.ts';
 
 /**
@@ -300,8 +300,8 @@ describe('the guard through the daemon', () => {
     const [event] = await waitForEvents(redis, prefix, 1);
     expect(event?.event.data.run_id).toBe(run.id);
     const k = keys(prefix);
-    await waitFor(async () => (await redis.llen(k.dead)) === 1 && (await redis.zcard(k.outbox)) === 0);
-    const [dead] = await listDead(redis, k);
+    await waitFor(async () => (await redis.llen(k.dead)) === 1 && (await redis.zcard(k.webhooks)) === 0);
+    const [dead] = await listDeadLetters(storeFor(redis, prefix));
     expect(dead?.kind).toBe('delivery');
     expect(dead?.reason).toMatch(/^refused: localhost resolves to 10\.0\.0\.5, a private or reserved address$/);
     const entry = dead?.entry as { target: string; event: WatchEvent };
@@ -324,8 +324,8 @@ describe('the guard through the daemon', () => {
 
     await waitForEvents(redis, prefix, 1);
     const k = keys(prefix);
-    await waitFor(async () => (await redis.llen(k.dead)) === 1 && (await redis.zcard(k.outbox)) === 0);
-    const [dead] = await listDead(redis, k);
+    await waitFor(async () => (await redis.llen(k.dead)) === 1 && (await redis.zcard(k.webhooks)) === 0);
+    const [dead] = await listDeadLetters(storeFor(redis, prefix));
     expect(dead?.reason).toBe('refused: host localhost is not in WATCHER_WEBHOOK_ALLOWED_HOSTS');
     expect((dead?.entry as { target: string }).target).toBe(`l:http://localhost:${trapRx.port}/cb`);
     expect(resolve.lookups).toEqual([]);
@@ -355,11 +355,11 @@ describe('the guard through the daemon', () => {
 
     const [event] = await waitForEvents(redis, prefix, 1);
     const k = keys(prefix);
-    await waitFor(async () => (await redis.zcard(k.outbox)) === 0, {
+    await waitFor(async () => (await redis.zcard(k.webhooks)) === 0, {
       timeoutMs: 10_000,
-      describe: async () => `outbox ${await redis.zcard(k.outbox)}, dead ${JSON.stringify((await listDead(redis, k)).map((d) => d.reason))}`,
+      describe: async () => `outbox ${await redis.zcard(k.webhooks)}, dead ${JSON.stringify((await listDeadLetters(storeFor(redis, prefix))).map((d) => d.reason))}`,
     });
-    const dead = await listDead(redis, k);
+    const dead = await listDeadLetters(storeFor(redis, prefix));
     expect(dead.map((d) => ({ reason: d.reason, last: (d.entry as { last_response?: unknown }).last_response }))).toEqual([]);
     expect(rx.deliveredIds('/hook')).toEqual(new Set([event?.event.id]));
     expect(rx.requests.every((r) => r.verified)).toBe(true);

@@ -5,7 +5,8 @@ import { Webhook } from 'standardwebhooks';
 import { describe, expect, inject, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.ts';
 import { Daemon, type DaemonDeps } from '../src/daemon.ts';
-import { listDead, replayDead } from '../src/dead.ts';
+import { intakeLimits } from '../src/config.ts';
+import { listDeadLetters, replayDeadLetters } from '../src/store/dead-letters.ts';
 import type { WatchEvent } from '../src/events.ts';
 import { makeLogger } from '../src/log.ts';
 import { startSimulator, type CreatedRun, type SimRunSpec, type Simulator } from '../src/simulator/server.ts';
@@ -14,6 +15,8 @@ import {
   keys,
   readEvents,
   ROOT,
+  storeFor,
+  testConfig,
   testEnv,
   waitFor,
   waitForEvents,
@@ -94,9 +97,9 @@ function createRuns(sim: Simulator, n: number, spec: (i: number) => SimRunSpec):
 /** Waits until no delivery is left in the outbox (every one delivered or dead-lettered). */
 async function outboxDrained(prefix: string, timeoutMs = 15_000): Promise<void> {
   const k = keys(prefix);
-  await waitFor(async () => (await redis.zcard(k.outbox)) === 0, {
+  await waitFor(async () => (await redis.zcard(k.webhooks)) === 0, {
     timeoutMs,
-    describe: async () => `${await redis.zcard(k.outbox)} deliveries left in ${k.outbox}`,
+    describe: async () => `${await redis.zcard(k.webhooks)} deliveries left in ${k.webhooks}`,
   });
 }
 
@@ -115,7 +118,7 @@ interface DeliveryDead {
 }
 
 async function deadLetters(prefix: string): Promise<DeliveryDead[]> {
-  return (await listDead(redis, keys(prefix))).map((d) => ({ kind: d.kind, reason: d.reason, at: d.at, entry: d.entry as DeliveryDead['entry'] }));
+  return (await listDeadLetters(storeFor(redis, prefix))).map((d) => ({ kind: d.kind, reason: d.reason, at: d.at, entry: d.entry as DeliveryDead['entry'] }));
 }
 
 async function waitForDead(prefix: string, n: number, timeoutMs = 15_000): Promise<DeliveryDead[]> {
@@ -250,8 +253,8 @@ describe('webhooks (in-process daemon, simulator, real Redis, verifying receiver
     // Every delivery has really failed (connection refused) at least twice while the endpoint was down.
     await waitFor(
       async () => {
-        const attempts = await Promise.all(events.map(({ event }) => redis.hget(k.event(event.id), 'a:g:main')));
-        return attempts.every((a) => Number(a ?? 0) >= 2);
+        const attempts = await Promise.all(events.map(({ event }) => redis.hget(k.attempts, `${event.id}\ng:main`)));
+        return attempts.every((a) => Number((a ?? '0').split(':')[0]) >= 2);
       },
       { timeoutMs: 10_000 },
     );
@@ -320,7 +323,7 @@ describe('webhooks (in-process daemon, simulator, real Redis, verifying receiver
 
     // The endpoint is back: replaying the dead letters re-enables it and delivers all four.
     goneAnswers = 200;
-    const result = await replayDead(redis, prefix, k, await listDead(redis, k));
+    const result = await replayDeadLetters(storeFor(redis, prefix), intakeLimits(testConfig()), await listDeadLetters(storeFor(redis, prefix)));
     expect(result).toEqual({ replayed: 4, skipped: [], gone: 0 });
     await waitForIds(rx, '/gone', 4);
     await outboxDrained(prefix);
@@ -557,20 +560,20 @@ describe('webhooks (in-process daemon, simulator, real Redis, verifying receiver
     expect(c.body).toEqual(c.event);
   });
 
-  it('a slow endpoint (2 s per answer) holds back neither another endpoint nor the events in P:events', async () => {
+  it('a slow endpoint (2 s per answer) holds back neither another host nor the events in P:events', async () => {
     const secret = newSecret();
     const sim = await simulator();
-    const rx = await receiver({
-      secrets: [secret],
-      respond: (r) => (r.path === '/slow' ? { status: 200, delayMs: 2000 } : { status: 200 }),
-    });
+    // Two hosts (origins): the slot cap is per host, so a slow path would hold back the other
+    // paths of its own host, but never another host.
+    const slow = await receiver({ secrets: [secret], respond: () => ({ status: 200, delayMs: 2000 }) });
+    const fast = await receiver({ secrets: [secret] });
     const { prefix } = await startDaemon({
       sim,
       secrets: [secret],
       webhooks: {
         targets: [
-          { url: `${rx.url}/slow`, name: 'slow' },
-          { url: `${rx.url}/fast`, name: 'fast' },
+          { url: `${slow.url}/slow`, name: 'slow' },
+          { url: `${fast.url}/fast`, name: 'fast' },
         ],
       },
     });
@@ -578,21 +581,21 @@ describe('webhooks (in-process daemon, simulator, real Redis, verifying receiver
     const runs = createRuns(sim, n, (i) => ({ durationMs: i * 20, outcome: outcomeOf(i) }));
     await enqueue(redis, prefix, runs.map((r) => r.id));
 
-    await waitForIds(rx, '/fast', n, 'delivered', 10_000);
+    await waitForIds(fast, '/fast', n, 'delivered', 10_000);
     // At this instant the slow endpoint is busy but has answered nothing yet.
-    const slowNow = rx.on('/slow');
+    const slowNow = slow.on('/slow');
     const eventsNow = await readEvents(redis, prefix);
     expect(slowNow.length).toBeGreaterThan(0);
     expect(slowNow.filter((r) => r.status !== undefined)).toHaveLength(0);
     expect(eventsNow).toHaveLength(n);
-    expect(rx.deliveredIds('/fast')).toEqual(new Set(eventsNow.map((e) => e.event.id)));
+    expect(fast.deliveredIds('/fast')).toEqual(new Set(eventsNow.map((e) => e.event.id)));
 
     // The slow one gets everything too, in the end.
-    await waitForIds(rx, '/slow', n, 'delivered', 20_000);
+    await waitForIds(slow, '/slow', n, 'delivered', 20_000);
     await outboxDrained(prefix);
-    expect(rx.on('/fast')).toHaveLength(n);
-    expect(rx.deliveredIds('/slow').size).toBe(n);
-    for (const r of rx.requests) expectSigned(r);
+    expect(fast.on('/fast')).toHaveLength(n);
+    expect(slow.deliveredIds('/slow').size).toBe(n);
+    for (const r of [...slow.requests, ...fast.requests]) expectSigned(r);
     expect(await redis.llen(keys(prefix).dead)).toBe(0);
   });
 });

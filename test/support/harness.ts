@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,9 +8,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Redis as RedisClient, type Redis } from 'ioredis';
 import { afterAll, afterEach, expect, inject } from 'vitest';
+import type { Logger } from 'pino';
 import { loadConfig, type Config } from '../../src/config.ts';
+import { Daemon, type DaemonDeps } from '../../src/daemon.ts';
+import { makeLogger } from '../../src/log.ts';
 import type { WatchEvent } from '../../src/events.ts';
-import { keysFor, type Keys } from '../../src/schedule.ts';
+import { layoutFor, type Layout } from '../../src/redis/keys.ts';
+import { defineScripts } from '../../src/redis/scripts.ts';
+import type { StoreContext } from '../../src/store/context.ts';
 
 /**
  * Helpers shared by the integration and crash suites: a config with a private key prefix and a
@@ -47,15 +53,17 @@ export class Cleanup {
   }
 }
 
-/** Deletes every key under `prefix:` (SCAN + DEL, never KEYS). */
+/** Deletes every key under `prefix:` and `{prefix:` (SCAN + DEL, never KEYS). */
 export async function deletePrefix(redis: Redis, prefix: string): Promise<number> {
-  let cursor = '0';
   let deleted = 0;
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${globEscape(prefix)}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) deleted += await redis.del(...keys);
-  } while (cursor !== '0');
+  for (const pattern of [`${globEscape(prefix)}:*`, `{${globEscape(prefix)}:*`]) {
+    let cursor = '0';
+    do {
+      const [next, found] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      for (const key of found) deleted += await redis.del(key);
+    } while (cursor !== '0');
+  }
   return deleted;
 }
 
@@ -150,7 +158,7 @@ export async function readEvents(redis: Redis, prefix: string): Promise<StreamEv
   const out: StreamEvent[] = [];
   let start = '-';
   for (;;) {
-    const page = await redis.xrange(keysFor(prefix).events, start, '+', 'COUNT', 1000);
+    const page = await redis.xrange(keys(prefix).events, start, '+', 'COUNT', 1000);
     for (const [streamId, fields] of page) {
       const i = fields.indexOf('event');
       const raw = i >= 0 && i % 2 === 0 ? fields[i + 1] : undefined;
@@ -223,7 +231,7 @@ export interface DeadLetter {
 }
 
 export async function readDead(redis: Redis, prefix: string): Promise<DeadLetter[]> {
-  const raw = await redis.lrange(keysFor(prefix).dead, 0, -1);
+  const raw = await redis.lrange(keys(prefix).dead, 0, -1);
   return raw.map((r) => JSON.parse(r) as DeadLetter);
 }
 
@@ -233,14 +241,18 @@ export async function redisNow(redis: Redis): Promise<number> {
   return Number(s) * 1000 + Math.floor(Number(us) / 1000);
 }
 
-export function keys(prefix: string): Keys {
-  return keysFor(prefix);
+/** The keys of a one-partition layout under `prefix` (partition 0's, flattened), and the layout. */
+export function keys(prefix: string, partitions = 1) {
+  const layout: Layout = layoutFor(prefix, partitions);
+  const p = layout.partitions[0];
+  if (!p) throw new Error('no partition 0');
+  return { layout, intake: layout.intake, meta: layout.meta, ...p };
 }
 
 /** Pushes intake entries the way a producer does (LPUSH), in chunks. */
 export async function enqueue(redis: Redis, prefix: string, entries: readonly string[]): Promise<void> {
   for (let i = 0; i < entries.length; i += 500) {
-    await redis.lpush(keysFor(prefix).intake, ...entries.slice(i, i + 500));
+    await redis.lpush(keys(prefix).intake, ...entries.slice(i, i + 500));
   }
 }
 
@@ -404,4 +416,48 @@ export function useSuite(): { redis: Redis; cleanup: Cleanup } {
     await redis.quit();
   });
   return { redis, cleanup };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI and the in-process daemon
+
+/** `node src/main.ts ...args` with only `env` (plus PATH); its exit code and what it printed. */
+export function runCli(args: string[], env: Record<string, string>, timeoutMs = 20_000): Promise<{ code: number; stdout: string; stderr: string; out: string }> {
+  return new Promise((resolvePromise) => {
+    execFile(process.execPath, [MAIN, ...args], { cwd: ROOT, env: { PATH: process.env['PATH'] ?? '', ...env }, timeout: timeoutMs }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1;
+      resolvePromise({ code, stdout, stderr, out: `${stdout}${stderr}` });
+    });
+  });
+}
+
+/** A pino logger that keeps every line, parsed, for the test to read. */
+export function captureLogger(level = 'info'): { log: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const log = makeLogger(level, { destination: { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) } });
+  return { log, lines };
+}
+
+/** Starts a Daemon in this process; it is stopped by `cleanup`. */
+export async function startDaemon(cleanup: Cleanup, config: Config, extra: Partial<DaemonDeps> = {}): Promise<Daemon> {
+  const daemon = new Daemon({ config, log: makeLogger('silent'), ...extra });
+  cleanup.add(() => daemon.stop());
+  await daemon.start();
+  return daemon;
+}
+
+/** The store over the shared client for `prefix` (the CLI's and the daemon's view of it). */
+export function storeFor(redis: Redis, prefix: string, partitions = 1): StoreContext {
+  return { client: redis, scripts: defineScripts(redis), layout: layoutFor(prefix, partitions), replica: `test-${process.pid}` };
+}
+
+/**
+ * Answers GET /v1/health/ as Letta does, so a test's stand-in API passes the daemon's check
+ * that its base URL is a Letta API. True when the request was that one.
+ */
+export function answeredHealth(req: IncomingMessage, res: ServerResponse): boolean {
+  if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/v1/health/') return false;
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end('{"version":"test","status":"ok"}');
+  return true;
 }

@@ -24,7 +24,7 @@ function recordingFlush() {
 describe('makeBatcher', () => {
   it('flushes items added in one tick in one call, answering each with its own result', async () => {
     const { batches, flush } = recordingFlush();
-    const b = makeBatcher(flush, 100);
+    const b = makeBatcher(flush, { maxBatch: 100 });
     const results = await Promise.all([b.add(1), b.add(2), b.add(3)]);
     expect(batches).toEqual([[1, 2, 3]]);
     expect(results).toEqual([10, 20, 30]);
@@ -32,14 +32,14 @@ describe('makeBatcher', () => {
 
   it('does not call flush before anything is added', async () => {
     const { batches, flush } = recordingFlush();
-    const b = makeBatcher(flush, 10);
+    const b = makeBatcher(flush, { maxBatch: 10 });
     await b.drain();
     expect(batches).toEqual([]);
   });
 
   it('never passes more than maxBatch items to one flush, keeping order', async () => {
     const { batches, flush } = recordingFlush();
-    const b = makeBatcher(flush, 2);
+    const b = makeBatcher(flush, { maxBatch: 2 });
     const results = await Promise.all([1, 2, 3, 4, 5].map((i) => b.add(i)));
     expect(batches).toEqual([[1, 2], [3, 4], [5]]);
     expect(results).toEqual([10, 20, 30, 40, 50]);
@@ -56,7 +56,7 @@ describe('makeBatcher', () => {
         await gate.promise;
       }
       return items;
-    }, 100);
+    }, { maxBatch: 100 });
     const first = b.add(1);
     await started.promise;
     const rest = [b.add(2), b.add(3), b.add(4)];
@@ -70,7 +70,7 @@ describe('makeBatcher', () => {
     const b = makeBatcher(async (items: number[]) => {
       if (items.includes(1)) throw boom;
       return items.map((i) => i * 10);
-    }, 2);
+    }, { maxBatch: 2 });
     const settled = await Promise.allSettled([1, 2, 3, 4].map((i) => b.add(i)));
     expect(settled).toEqual([
       { status: 'rejected', reason: boom },
@@ -88,7 +88,7 @@ describe('makeBatcher', () => {
         throw new Error('once');
       }
       return items;
-    }, 10);
+    }, { maxBatch: 10 });
     await expect(b.add(1)).rejects.toThrow('once');
     await expect(b.add(2)).resolves.toBe(2);
   });
@@ -102,7 +102,7 @@ describe('makeBatcher', () => {
       await gate.promise;
       done.push(...items);
       return items;
-    }, 100);
+    }, { maxBatch: 100 });
     void b.add(1);
     void b.add(2);
     let drained = false;
@@ -118,7 +118,7 @@ describe('makeBatcher', () => {
 
   it('drain also waits for items added while it is waiting', async () => {
     const { batches, flush } = recordingFlush();
-    const b = makeBatcher(flush, 1);
+    const b = makeBatcher(flush, { maxBatch: 1 });
     void b.add(1);
     const draining = b.drain();
     void b.add(2);
@@ -129,7 +129,7 @@ describe('makeBatcher', () => {
   it('drain resolves even when a flush failed', async () => {
     const b = makeBatcher(async () => {
       throw new Error('nope');
-    }, 10);
+    }, { maxBatch: 10 });
     const added = b.add(1).catch((e: unknown) => e);
     await b.drain();
     expect(await added).toBeInstanceOf(Error);
@@ -138,7 +138,7 @@ describe('makeBatcher', () => {
   describe('with a minimum gap between flushes', () => {
     it('a quiet batcher flushes at once: the gap only applies after a flush', async () => {
       const { batches, flush } = recordingFlush();
-      const b = makeBatcher(flush, 100, 1000);
+      const b = makeBatcher(flush, { maxBatch: 100, minGapMs: 1000 });
       const t0 = performance.now();
       expect(await b.add(1)).toBe(10);
       expect(performance.now() - t0).toBeLessThan(500);
@@ -151,7 +151,7 @@ describe('makeBatcher', () => {
       const b = makeBatcher(async (items: number[]) => {
         starts.push(performance.now());
         return flush(items);
-      }, 100, 50);
+      }, { maxBatch: 100, minGapMs: 50 });
       await b.add(1);
       const later = [b.add(2), b.add(3)];
       await new Promise((r) => setTimeout(r, 10));
@@ -165,7 +165,7 @@ describe('makeBatcher', () => {
 
     it('a full batch does not wait for the gap', async () => {
       const { batches, flush } = recordingFlush();
-      const b = makeBatcher(flush, 2, 10_000);
+      const b = makeBatcher(flush, { maxBatch: 2, minGapMs: 10_000 });
       await b.add(1);
       const t0 = performance.now();
       expect(await Promise.all([b.add(2), b.add(3)])).toEqual([20, 30]);
@@ -175,7 +175,7 @@ describe('makeBatcher', () => {
 
     it('drain waits for a flush the gap holds back', async () => {
       const { batches, flush } = recordingFlush();
-      const b = makeBatcher(flush, 100, 30);
+      const b = makeBatcher(flush, { maxBatch: 100, minGapMs: 30 });
       await b.add(1);
       void b.add(2);
       await b.drain();
