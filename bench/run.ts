@@ -14,6 +14,7 @@ import { makeIntakeStore } from '../src/store/intake.ts';
 import { makeRunStore, type ClaimBatch } from '../src/store/runs.ts';
 import { startSimulator } from '../src/simulator/server.ts';
 import { fixed, lagSvg, logUniform, monteCarlo, simulateCadence, summarize, type LagSummary, type MonteCarlo } from './lag.ts';
+import { benchCluster, clusterMarkdown, type ClusterBench } from './cluster.ts';
 import { latestProfile, profileMarkdown, summarizeProfile, type ProfileSummary } from './profile.ts';
 import {
   NODE,
@@ -59,7 +60,7 @@ import {
 
 const args = new Set(process.argv.slice(2));
 const SMOKE = args.has('--smoke');
-const SECTIONS = ['throughput', 'intake', 'scale', 'lag', 'shutdown', 'profile'] as const;
+const SECTIONS = ['throughput', 'intake', 'scale', 'lag', 'shutdown', 'cluster', 'profile'] as const;
 const onlyArg = [...args].find((a) => a.startsWith('--only='));
 const ONLY = onlyArg === undefined ? undefined : new Set(onlyArg.slice('--only='.length).split(','));
 for (const name of ONLY ?? []) {
@@ -67,9 +68,8 @@ for (const name of ONLY ?? []) {
 }
 const nodeArgsArg = [...args].find((a) => a.startsWith('--node-args='));
 /**
- * Node flags for every daemon the bench starts: by default those the image's ENTRYPOINT passes
- * between `node` and `dist/main.js` (read from the Dockerfile, so the bench measures what is
- * deployed); --node-args overrides.
+ * The heap flags the image's ENTRYPOINT passes between `node` and `dist/main.js` (read from the
+ * Dockerfile): the ones the daemon also re-executes itself with, named in the report.
  */
 function imageNodeFlags(): string[] {
   const dockerfile = readFileSync(new URL('../Dockerfile', import.meta.url), 'utf8');
@@ -79,7 +79,12 @@ function imageNodeFlags(): string[] {
   if (node < 0 || main < node) throw new Error('Dockerfile: ENTRYPOINT does not run node … dist/main.js');
   return entrypoint.slice(node + 1, main);
 }
-const DAEMON_NODE_ARGS = nodeArgsArg === undefined ? imageNodeFlags() : nodeArgsArg.slice('--node-args='.length).split(/\s+/).filter(Boolean);
+/**
+ * By default the daemon starts as users start it, `node dist/main.js run` with no flags: it
+ * re-executes itself with the image's heap flags (src/main.ts), and memory is read over its
+ * whole process tree. --node-args passes flags on the command line instead.
+ */
+const DAEMON_NODE_ARGS = nodeArgsArg === undefined ? [] : nodeArgsArg.slice('--node-args='.length).split(/\s+/).filter(Boolean);
 const want = (section: (typeof SECTIONS)[number]) => ONLY === undefined || ONLY.has(section);
 const PROFILE = !SMOKE && !args.has('--no-profile') && want('profile');
 const PREFIX = 'letta-watch';
@@ -97,6 +102,7 @@ const SIZES = SMOKE
       mcN: 5_000, liveScale: 200, liveRuns: 40, liveSpreadMs: 200,
       shutdownN: 200, drainLatencyMs: 1_500, handBackLatencyMs: 30_000, handBackGraceMs: 500,
       profileS: 0,
+      clusterRuns: 500, clusterWarmupS: 1, clusterWindowS: 2,
     }
   : {
       throughputRuns: 10_000, warmupS: 3, windowS: 5, throughputRounds: 3,
@@ -105,7 +111,9 @@ const SIZES = SMOKE
       mcN: 200_000, liveScale: 40, liveRuns: 400, liveSpreadMs: 2_000,
       shutdownN: 10_000, drainLatencyMs: 8_000, handBackLatencyMs: 60_000, handBackGraceMs: 2_000,
       profileS: 10,
+      clusterRuns: 20_000, clusterWarmupS: 3, clusterWindowS: 10,
     };
+const CLUSTER_PARTITIONS = 6;
 
 // ---------------------------------------------------------------------------------------------
 // Results
@@ -894,6 +902,7 @@ interface All {
   lag: Lag;
   shutdown: Shutdown[];
   profile: { summary: ProfileSummary; rate: number } | undefined;
+  cluster: ClusterBench | undefined;
   seconds: number;
 }
 
@@ -920,7 +929,7 @@ function report(a: All): string {
     `| Node.js | ${m.node} |`,
     `| Redis | ${m.redis} (private server on a free port: no persistence, \`noeviction\`) |`,
     `| Code measured | ${a.code} |`,
-    `| Daemon command | \`node ${[...DAEMON_NODE_ARGS, 'dist/main.js', 'run'].join(' ')}\` |`,
+    `| Daemon command | \`node ${[...DAEMON_NODE_ARGS, 'dist/main.js', 'run'].join(' ')}\`${DAEMON_NODE_ARGS.length === 0 ? ` (it re-executes itself with \`${imageNodeFlags().join(' ')}\`, the image's flags); memory is read over its process tree` : ''} |`,
     `| Load average (1 min) | ${a.load[0].toFixed(2)} at start, ${a.load[1].toFixed(2)} at end |`,
     '',
     'Redis, the API stub, the daemon and the load generator all share these cores, and so does whatever else runs on the machine (a load average above ~0.5 at the start means some did).',
@@ -1039,6 +1048,7 @@ function report(a: All): string {
       '"hand back": answers would come long after the grace period, so the polls are aborted when it runs out and their runs handed back due at once; exit time − grace is the hand-back cost.',
     '',
   );
+  if (a.cluster) p(...clusterMarkdown(a.cluster));
   if (a.profile) {
     p(
       '## CPU profile of the daemon',
@@ -1133,6 +1143,17 @@ async function main(): Promise<number> {
           .join('; ') + ` (all handed back: ${verdict(allBack)})`,
       );
     }
+    let cluster: ClusterBench | undefined;
+    if (want('cluster')) {
+      note('7. Redis Cluster');
+      cluster = await benchCluster({ standalone: redis, partitions: CLUSTER_PARTITIONS, runs: SIZES.clusterRuns, warmupS: SIZES.clusterWarmupS, windowS: SIZES.clusterWindowS });
+      const met = cluster.busiestShare <= 0.45;
+      targets.push({ figure: `Redis Cluster, 3 masters, ${CLUSTER_PARTITIONS} partitions: commands on the busiest master`, target: '≤ 45 %', value: `${(100 * cluster.busiestShare).toFixed(1)} %`, met });
+      figure(
+        'cluster',
+        `busiest master ${(100 * cluster.busiestShare).toFixed(1)} % of commands (${cluster.masters.map((m) => fmt(m.commands)).join(' / ')}); ${fmt(cluster.pollsPerSecond.cluster)} polls/s on the cluster vs ${fmt(cluster.pollsPerSecond.standalone)} standalone (${verdict(met)})`,
+      );
+    }
     let profile: All['profile'];
     if (PROFILE) {
       note('CPU profile of the daemon');
@@ -1147,7 +1168,7 @@ async function main(): Promise<number> {
     const seconds = (performance.now() - started) / 1000;
     if (!SMOKE && throughput && intake && scale && lag && shutdown) {
       writeFileSync(join(ROOT, 'bench/lag.svg'), lagSvg(lag.mc));
-      writeFileSync(join(ROOT, 'BENCHMARKS.md'), report({ code, machine: m, load: [loadAtStart, loadavg()[0] ?? Number.NaN], throughput, intake, scale, lag, shutdown, profile, seconds }));
+      writeFileSync(join(ROOT, 'BENCHMARKS.md'), report({ code, machine: m, load: [loadAtStart, loadavg()[0] ?? Number.NaN], throughput, intake, scale, lag, shutdown, profile, cluster, seconds }));
       note('wrote BENCHMARKS.md and bench/lag.svg');
     } else {
       if (lag) lagSvg(lag.mc); // exercise the chart too

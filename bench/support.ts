@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -282,6 +282,8 @@ export interface DaemonOptions {
  */
 export function buildDaemon(): void {
   execFileSync(NODE, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, stdio: 'inherit' });
+  // As `npm run build`: the Lua scripts are read at run time from next to the compiled loader.
+  cpSync(join(ROOT, 'src/redis/lua'), join(ROOT, 'dist/redis/lua'), { recursive: true });
 }
 
 let defaultNodeArgs: string[] = [];
@@ -329,13 +331,21 @@ export function startDaemon(o: DaemonOptions): DaemonProcess {
 
 /** Resolves once the daemon's Redis connection has run its first script (its loops are turning). */
 export async function daemonReady(redis: Redis, d: DaemonProcess, timeoutMs = 20_000): Promise<void> {
+  await daemonReadyOn([redis], d, timeoutMs);
+}
+
+/** The same, looking at several nodes (a cluster's masters): a script seen on any of them. */
+export async function daemonReadyOn(nodes: Redis | readonly Redis[], d: DaemonProcess, timeoutMs = 20_000): Promise<void> {
+  const list = Array.isArray(nodes) ? nodes : [nodes as Redis];
   await waitFor(
     'the daemon to start',
     async () => {
-      const list = await redis.client('LIST');
-      return String(list)
-        .split('\n')
-        .some((line) => /\bname=letta-run-watcher\b/.test(line) && /\bcmd=(evalsha|eval)\b/.test(line));
+      const lists = await Promise.all(list.map((n) => n.client('LIST')));
+      return lists.some((text) =>
+        String(text)
+          .split('\n')
+          .some((line) => /\bname=letta-run-watcher\b/.test(line) && /\bcmd=(evalsha|eval)\b/.test(line)),
+      );
     },
     timeoutMs,
     20,
@@ -343,15 +353,48 @@ export async function daemonReady(redis: Redis, d: DaemonProcess, timeoutMs = 20
   );
 }
 
-/** Resident set size of a process, from /proc (MiB); `peak` is VmHWM. */
-export function rssOf(pid: number): { rss: number; peak: number } | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? Number.NaN);
-    return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
-  } catch {
-    return undefined;
+/** A process and all its descendants, from /proc/<pid>/task/<tid>/children. */
+function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    const p = out[i] as number;
+    let tids: string[] = [];
+    try {
+      tids = readdirSync(`/proc/${p}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tids) {
+      try {
+        for (const c of readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) if (c) out.push(Number(c));
+      } catch {
+        // the thread ended
+      }
+    }
   }
+  return out;
+}
+
+/**
+ * Resident set size (MiB) of a process and everything it started, from /proc, so a re-exec
+ * or a helper process cannot hide memory; `peak` sums each one's VmHWM.
+ */
+export function rssOf(pid: number): { rss: number; peak: number } | undefined {
+  let rss = 0;
+  let peak = 0;
+  let seen = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const s = readFileSync(`/proc/${p}/status`, 'utf8');
+      const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? Number.NaN);
+      rss += kb('VmRSS') / 1024;
+      peak += kb('VmHWM') / 1024;
+      seen++;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return seen === 0 ? undefined : { rss, peak };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import type { Dispatcher } from 'undici';
 import { makeApiGate, type ApiGate } from './api-gate.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { intakeLimits, type Config } from './config.ts';
-import { isDaemonError } from './errors.ts';
+import { DaemonError, isDaemonError } from './errors.ts';
 import { startHttpServer } from './http.ts';
 import { makeIntakeLoop, type IntakeLoop } from './intake.ts';
 import { makeLettaClient, type LettaClient } from './letta-client.ts';
@@ -72,6 +72,7 @@ export class Daemon {
   readonly log: Logger;
   readonly replica = randomUUID();
   #state: DaemonState = 'starting';
+  #starting: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
   #redis: RedisClient | undefined;
   #blocking: RedisClient | undefined;
@@ -109,20 +110,38 @@ export class Daemon {
     this.#state = next;
   }
 
-  async start(): Promise<void> {
-    try {
-      await this.#start();
-      this.#setState('running');
-    } catch (err) {
-      this.#setState('failed');
-      await this.#release().catch(() => {});
-      throw err;
-    }
+  /**
+   * Starts everything; resolves once the loops run. A stop() meanwhile ends start-up early
+   * (start() then rejects with ERR_STOPPED): a daemon that waits for Redis can still be
+   * stopped. Any other failure leaves the daemon `failed`, with everything released.
+   */
+  start(): Promise<void> {
+    this.#starting ??= (async () => {
+      try {
+        await this.#start();
+        this.#setState('running');
+      } catch (err) {
+        if (this.#stopping) throw new DaemonError('ERR_STOPPED', 'stopped during start-up', { cause: err });
+        this.#setState('failed');
+        await this.#release().catch(() => {});
+        throw err;
+      }
+    })();
+    return this.#starting;
+  }
+
+  /** Throws once stop() has been called: start-up goes no further. */
+  #checkNotStopping(): void {
+    if (this.#stopping) throw new DaemonError('ERR_STOPPED', 'stopped during start-up');
   }
 
   async #start(): Promise<void> {
     const { config } = this.#deps;
     const log = this.log;
+    // Health and readiness answer from the start: "starting", and why (Redis not reachable...).
+    if (config.http.port !== 0) {
+      this.#http = await startHttpServer(config.http.host, config.http.port, this, log.child({ module: 'http' }));
+    }
     const redisLog = log.child({ module: 'redis' });
     const redis = connectRedis(config, { kind: 'daemon' }, 'letta-run-watcher', redisLog);
     this.#redis = redis;
@@ -133,8 +152,10 @@ export class Daemon {
     this.#health = health;
 
     await this.#untilRedisAnswers(() => checkLayout(ctx), health);
+    this.#checkNotStopping();
     for (const w of await redisWarnings(redis)) log.warn(w);
     await this.#migrateLegacy(ctx);
+    this.#checkNotStopping();
     if (config.redis.partitions === 1) {
       this.#legacyTimer = setInterval(() => void this.#migrateLegacy(ctx), LEGACY_CHECK_MS);
       this.#legacyTimer.unref();
@@ -237,7 +258,8 @@ export class Daemon {
     });
     this.#poller = poller;
     this.#intake = makeIntakeLoop({
-      store: makeIntakeStore(ctx, intakeLimits(config)),
+      // A replica shows life at least once per blocking wait: twice that, and a margin.
+      store: makeIntakeStore(ctx, intakeLimits(config), { livenessMs: 2 * config.intake.idleMs + 2_000 }),
       blocking: this.#blocking,
       batch: config.intake.batch,
       idleMs: config.intake.idleMs,
@@ -247,12 +269,10 @@ export class Daemon {
       health,
       onAccepted: () => poller.wake(),
     });
+    this.#checkNotStopping();
     poller.start();
     this.#intake.start();
     deliveries.start();
-    if (config.http.port !== 0) {
-      this.#http = await startHttpServer(config.http.host, config.http.port, this, log.child({ module: 'http' }));
-    }
   }
 
   /** Retries `fn` while Redis cannot be reached (start-up waits for it); other errors end start-up. */
@@ -265,8 +285,9 @@ export class Daemon {
       } catch (err) {
         if (isDaemonError(err) || classifyRedisError(err).cause === 'other' || classifyRedisError(err).cause === 'wrong_type') throw err;
         health.report('start-up', err);
-        if (this.#stopping) throw err;
-        await this.#clock.sleep(START_RETRY_MS);
+        this.#checkNotStopping();
+        await this.#clock.sleep(START_RETRY_MS, this.#startAbort.signal).catch(() => {});
+        this.#checkNotStopping();
       }
     }
   }
@@ -284,6 +305,9 @@ export class Daemon {
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
       if (this.#state === 'running' || this.#state === 'starting') this.#setState('draining');
+      // Let start-up see the stop and finish what it was doing, so nothing it starts outlives us.
+      this.#startAbort.abort();
+      await this.#starting?.catch(() => {});
       const firstError = await this.#release();
       this.#setState(firstError === undefined ? 'stopped' : 'failed');
       if (firstError !== undefined) throw firstError;

@@ -119,9 +119,9 @@ async function runDaemon(config: Config): Promise<number> {
         process.exit(EXIT_FATAL);
       }
       log.info({ signal }, 'stopping: draining in-flight polls');
-      // Stop only once start-up has finished, or the loops it starts would outlive the stop.
-      started
-        .then(() => daemon.stop())
+      // A stop during start-up ends it (the daemon starts nothing after a stop).
+      daemon
+        .stop()
         .then(
           () => resolve(EXIT_OK),
           (err: unknown) => {
@@ -131,7 +131,13 @@ async function runDaemon(config: Config): Promise<number> {
         );
     });
   });
-  await started;
+  try {
+    await started;
+  } catch (err) {
+    // Stopped while starting (waiting for Redis, say): a clean stop all the same.
+    if (isDaemonError(err, 'ERR_STOPPED')) return await done;
+    throw err;
+  }
   log.info(
     {
       letta: redactUrl(config.letta.baseUrl),

@@ -93,6 +93,8 @@ export function makePoller(d: PollerDeps): Poller {
       probing = false;
       return { items: r.claims.map((claim) => ({ claim, claimedAtLocal: local, claimedAtRedis: r.now, probe })), now: r.now, nextDue: r.nextDue };
     },
+    onPartitionError: (p, err) => d.health.report(`poll claims of partition ${p}`, err),
+    onPartitionOk: (p) => d.health.recovered(`poll claims of partition ${p}`),
   });
 
   const loop = makeWorkLoop<Held>({

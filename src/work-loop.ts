@@ -48,6 +48,8 @@ const IDLE_WAIT_MS = 10_000;
 const BACKLOG_WAIT_MS = 1_000;
 const WOKEN = Object.freeze({ woken: true });
 const CLAIM_RETRY_MAX_MS = 5_000;
+/** How soon a partition whose claim failed is tried again while the others go on. */
+const PARTITION_RETRY_MS = 1_000;
 
 interface Held<T> {
   item: T;
@@ -238,7 +240,12 @@ export function claimAcrossPartitions<T>(o: {
   claimOne(partition: number, limit: number): Promise<{ items: T[]; now: number; nextDue: number | undefined }>;
   /** Look at a partition at least this often, whatever its due time said. */
   refreshMs?: number;
+  /** A partition whose claim failed (a wrong-typed key, its master down): the others go on. */
+  onPartitionError?(partition: number, err: unknown): void;
+  /** A partition whose last claim had failed worked again. */
+  onPartitionOk?(partition: number): void;
 }): PartitionClaims<T> {
+  const failing = new Set<number>();
   const refreshMs = o.refreshMs ?? IDLE_WAIT_MS;
   /** Local clock time at which each partition is worth a claim. */
   const dueAt = new Array<number>(o.partitions).fill(0);
@@ -250,12 +257,26 @@ export function claimAcrossPartitions<T>(o: {
       const items: T[] = [];
       const start = next;
       next = (next + 1) % o.partitions;
+      let tried = 0;
+      const failed: unknown[] = [];
       for (let k = 0; k < o.partitions && items.length < limit; k++) {
         const p = (start + k) % o.partitions;
         if (dueAt[p]! > o.clock.now()) continue;
         const want = limit - items.length;
         heard[p] = Infinity;
-        const r = await o.claimOne(p, want);
+        tried++;
+        let r;
+        try {
+          r = await o.claimOne(p, want);
+        } catch (err) {
+          // One broken partition must not stop the others: try it again a little later.
+          failed.push(err);
+          failing.add(p);
+          o.onPartitionError?.(p, err);
+          dueAt[p] = o.clock.now() + PARTITION_RETRY_MS;
+          continue;
+        }
+        if (failing.delete(p)) o.onPartitionOk?.(p);
         items.push(...r.items);
         const local = o.clock.now();
         const wait = r.nextDue === undefined ? refreshMs : Math.min(refreshMs, Math.max(0, r.nextDue - r.now));
@@ -263,6 +284,8 @@ export function claimAcrossPartitions<T>(o: {
         // (new intake, a reschedule) is newer than this claim's answer.
         dueAt[p] = Math.min(r.items.length >= want ? local : local + wait, heard[p] ?? Infinity);
       }
+      // Every partition tried failed: the loop's own back-off takes over.
+      if (tried > 0 && failed.length === tried) throw failed[0];
       const soonest = Math.min(...dueAt) - o.clock.now();
       return { items, idleMs: Math.max(5, soonest) };
     },

@@ -20,6 +20,7 @@ const FIGURES = [
   'detection-lag',
   'detection-lag-live',
   'shutdown',
+  'cluster',
 ];
 
 function run(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {

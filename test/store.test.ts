@@ -263,3 +263,77 @@ describe('partitions', () => {
     expect(await redis.llen(ctx.layout.intake)).toBe(0);
   });
 });
+
+describe('the partitioned intake move is crash-safe at every step', () => {
+  /** The move's three steps, run by hand as replica `replica` would (see store/intake.ts). */
+  function steps(ctx: StoreContext, replica: string) {
+    const l = ctx.layout;
+    const n = l.partitions.length;
+    return {
+      async take(orphan = ''): Promise<{ batch: string; entries: string[] }> {
+        const r = (await ctx.scripts.run('intake-take', [l.intake, l.intakeProcessing(replica), l.intakeBatch(replica), l.intakeReplicas,
+          orphan ? l.intakeProcessing(orphan) : l.intakeProcessing(replica), orphan ? l.intakeBatch(orphan) : l.intakeBatch(replica)],
+        [replica, 60_000, 1000, 1 << 20, `batch-${replica}-${Math.random()}`, orphan])) as string[];
+        const [batch = '', ...entries] = r;
+        return { batch, entries };
+      },
+      async apply(batch: string, entries: string[], only?: (p: number) => boolean): Promise<number> {
+        let accepted = 0;
+        for (const p of l.partitions) {
+          if (only && !only(p.index)) continue;
+          const pairs = entries.flatMap((raw, i) => (partitionIndex(raw, n) === p.index ? [`${batch}:${i}`, raw] : []));
+          if (pairs.length === 0) continue;
+          const r = (await ctx.scripts.run('intake', [p.due, p.due, p.runs, p.entries, p.dead, p.moved], ['args', pairs.length / 2, 1 << 30,
+            limits.maxEntryBytes, limits.defaultMaxWatchMs, limits.maxWatchCapMs, limits.maxDepth, limits.maxTargetsPerRun, new Date().toISOString(), 900_000, p.index, n, ...pairs])) as number[];
+          accepted += Number(r[1]);
+        }
+        return accepted;
+      },
+      done: (batch: string) => ctx.scripts.run('intake-done', [l.intakeProcessing(replica), l.intakeBatch(replica)], [batch]),
+    };
+  }
+
+  async function watchedOnce(ctx: StoreContext, ids: string[]): Promise<void> {
+    const watched: string[] = [];
+    for (const p of ctx.layout.partitions) watched.push(...(await redis.hkeys(p.runs)));
+    expect(watched.sort()).toEqual([...ids].sort());
+    expect(await redis.llen(ctx.layout.intake)).toBe(0);
+    for (const r of ['dead', 'heir']) expect(await redis.llen(ctx.layout.intakeProcessing(r))).toBe(0);
+  }
+
+  for (const [step, crash] of [
+    ['after the batch moved into its processing list', async () => {}],
+    ['after some partitions took their entries', async (s: ReturnType<typeof steps>, b: { batch: string; entries: string[] }) => void (await s.apply(b.batch, b.entries, (p) => p % 2 === 0))],
+    ['after every partition took its entries, before the batch was dropped', async (s: ReturnType<typeof steps>, b: { batch: string; entries: string[] }) => void (await s.apply(b.batch, b.entries))],
+  ] as const) {
+    it(`a replica dying ${step}: the batch is adopted and every entry lands once`, async () => {
+      const ctx = store(4);
+      const ids = Array.from({ length: 120 }, (_, i) => `run-${step.length}-${i}`);
+      await redis.lpush(ctx.layout.intake, ...ids);
+      const dead = steps(ctx, 'dead');
+      const batch = await dead.take();
+      expect(batch.entries).toHaveLength(120);
+      await crash(dead, batch);
+      // The dead replica's liveness runs out; another replica adopts its list.
+      await redis.zadd(ctx.layout.intakeReplicas, '1', 'dead');
+      const heir = steps(ctx, 'heir');
+      const adopted = await heir.take('dead');
+      expect(adopted).toEqual(batch);
+      await heir.apply(adopted.batch, adopted.entries);
+      expect(await heir.done(adopted.batch)).toBe(1);
+      await watchedOnce(ctx, ids);
+      // The dead one, had it only stalled, finds its batch gone and cannot drop another's.
+      expect(await dead.done(batch.batch)).toBe(0);
+    });
+  }
+
+  it('a live replica\'s processing list is not adopted', async () => {
+    const ctx = store(2);
+    await redis.lpush(ctx.layout.intake, 'run-a', 'run-b');
+    const live = steps(ctx, 'live');
+    const b = await live.take();
+    expect(b.entries).toHaveLength(2);
+    expect(await steps(ctx, 'other').take('live')).toEqual({ batch: '', entries: [] });
+    expect(await redis.llen(ctx.layout.intakeProcessing('live'))).toBe(2);
+  });
+});

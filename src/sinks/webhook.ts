@@ -274,6 +274,8 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
       const r = await d.outbox.claim(p, limit, c.leaseMs);
       return { items: r.claims, now: r.now, nextDue: r.nextDue };
     },
+    onPartitionError: (p, err) => d.health.report(`webhook claims of partition ${p}`, err),
+    onPartitionOk: (p) => d.health.recovered(`webhook claims of partition ${p}`),
   });
 
   const loop = makeWorkLoop<DeliveryClaim>({

@@ -26,6 +26,15 @@ export interface IntakeLimits {
   maxTargetsPerRun: number;
 }
 
+export interface IntakeTiming {
+  /**
+   * How long a replica's processing list stays its own without a sign of life (N > 1). A
+   * replica shows life at every take(), at least once per blocking wait, so this must exceed
+   * the longest blocking wait.
+   */
+  livenessMs: number;
+}
+
 export interface IntakeResult {
   taken: number;
   accepted: number;
@@ -50,10 +59,8 @@ export interface IntakeStore {
   leave(): Promise<void>;
 }
 
-/** How long a replica's processing list is its own without a sign of life (N > 1). */
-export const INTAKE_LIVENESS_MS = 15_000;
 /** How often to look for processing lists left by dead replicas. */
-const ORPHAN_CHECK_MS = 5_000;
+const ORPHAN_CHECK_MS = 2_000;
 /** How long a partition remembers the move ids it applied: far past any takeover. */
 const MOVED_KEEP_MS = 15 * 60_000;
 
@@ -77,7 +84,7 @@ export function routeOf(raw: string): string {
   }
 }
 
-export function makeIntakeStore(ctx: StoreContext, limits: IntakeLimits): IntakeStore {
+export function makeIntakeStore(ctx: StoreContext, limits: IntakeLimits, timing: IntakeTiming = { livenessMs: 15_000 }): IntakeStore {
   const { layout, scripts, replica } = ctx;
   const n = layout.partitions.length;
   const nowIso = () => new Date().toISOString();
@@ -108,7 +115,7 @@ export function makeIntakeStore(ctx: StoreContext, limits: IntakeLimits): Intake
         other === '' ? layout.intakeProcessing(replica) : layout.intakeProcessing(other),
         other === '' ? layout.intakeBatch(replica) : layout.intakeBatch(other),
       ],
-      [replica, INTAKE_LIVENESS_MS, limits.batch, limits.batchBytes, randomUUID(), other],
+      [replica, timing.livenessMs, limits.batch, limits.batchBytes, randomUUID(), other],
     )) as string[];
     const [batch = '', ...entries] = r;
     const total: IntakeResult = { taken: entries.length, accepted: 0, duplicates: 0, rejected: 0 };

@@ -216,3 +216,51 @@ describe('loadConfig errors', () => {
     expect(msg).not.toContain('t-pass');
   });
 });
+
+describe('Redis deployments', () => {
+  it('reads Cluster seeds, Sentinel nodes, partitions and credentials from the environment', () => {
+    const c = loadConfig({
+      env: { REDIS_CLUSTER_NODES: '10.0.0.1:7000, rediss://u:p%40ss@10.0.0.2:7001', WATCHER_PARTITIONS: '6', REDIS_PASSWORD: 'pw-1', REDIS_TLS: 'true' },
+    });
+    expect(c.redis.clusterNodes).toEqual(['10.0.0.1:7000', 'rediss://u:p%40ss@10.0.0.2:7001']);
+    expect(c.redis.partitions).toBe(6);
+    expect(c.redis.tls).toBe(true);
+    expect(c.secrets.redisPassword).toBe('pw-1');
+    const s = loadConfig({ env: { REDIS_SENTINELS: 's1:26379,[::1]:26380', REDIS_SENTINEL_MASTER: 'mymaster', REDIS_SENTINEL_PASSWORD: 'spw' } });
+    expect(s.redis.sentinels).toEqual(['s1:26379', '[::1]:26380']);
+    expect(s.secrets.redisSentinelPassword).toBe('spw');
+  });
+
+  it('names each bad setting: seeds, one deployment only, the master name, hash tags and partitions', () => {
+    expect(configError({ REDIS_CLUSTER_NODES: 'nohost,10.0.0.1:99999' })).toMatch(/REDIS_CLUSTER_NODES\[0\]: must be host:port[\s\S]*REDIS_CLUSTER_NODES\[1\]: must be host:port/);
+    expect(configError({ REDIS_URL: 'redis://r:6379', REDIS_SENTINELS: 's:26379', REDIS_SENTINEL_MASTER: 'm' })).toContain('REDIS_URL, REDIS_SENTINELS: set only one of them');
+    expect(configError({ REDIS_SENTINELS: 's:26379' })).toContain('REDIS_SENTINEL_MASTER: the master group name is needed');
+    expect(configError({ REDIS_CLUSTER_NODES: 'a:7000' })).toContain('WATCHER_KEY_PREFIX: on Redis Cluster with one partition the prefix needs a hash tag');
+    expect(loadConfig({ env: { REDIS_CLUSTER_NODES: 'a:7000', WATCHER_KEY_PREFIX: '{lw}' } }).redis.keyPrefix).toBe('{lw}');
+    expect(configError({ WATCHER_PARTITIONS: '4', WATCHER_KEY_PREFIX: '{lw}' })).toContain('WATCHER_KEY_PREFIX: with WATCHER_PARTITIONS > 1 each partition carries its own hash tag');
+    expect(configError({ WATCHER_PARTITIONS: '0' })).toContain('WATCHER_PARTITIONS');
+    expect(configError({ REDIS_TLS: 'maybe' })).toContain('REDIS_TLS');
+  });
+
+  it('never echoes a password, however it is spelt, in any URL setting', () => {
+    const shapes = ['Ab/Cd', 'Ab?Cd', 'Ab#Cd', 'Ab@Cd', 'p:a:s', 'sp ace', 'pct%zz', 'ümlaut', 'A/B?C#D@E'];
+    for (const pw of shapes) {
+      for (const [name, value] of [
+        ['REDIS_URL', `redis://user:${pw}@127.0.0.1:6379`],
+        ['REDIS_URL', `redis://:${pw}@[::1`],
+        ['LETTA_BASE_URL', `http://user:${pw}@letta.test:99999`],
+        ['WATCHER_WEBHOOK_URLS', `https://ok.test/h,ftp://user:${pw}@hooks.test/x`],
+        ['REDIS_CLUSTER_NODES', `redis://user:${pw}@@:0`],
+      ] as const) {
+        let message = '';
+        try {
+          loadConfig({ env: { [name]: value, WATCHER_CONCURRENCY: 'x' } });
+        } catch (err) {
+          message = (err as Error).message;
+        }
+        expect(message, `${name} with ${pw}`).toContain('WATCHER_CONCURRENCY');
+        expect(message, `${name} with ${pw}`).not.toContain(pw);
+      }
+    }
+  });
+});
