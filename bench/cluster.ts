@@ -110,7 +110,7 @@ export function clusterMarkdown(c: ClusterBench): string[] {
   const all = c.masters.reduce((s, m) => s + m.commands, 0);
   const cpu = c.masters.reduce((s, m) => s + m.cpuMs, 0);
   return [
-    '## Redis Cluster: the load spread over masters',
+    '## 9. Redis Cluster: the load spread over masters',
     '',
     `A 3-master Redis Cluster on loopback (no replicas), the daemon with \`WATCHER_PARTITIONS=${c.partitions}\`, ${fmt(c.runs)} runs that never finish (so it polls flat out), ` +
       `concurrency 32; one ${c.windowS} s window. Commands are every call INFO commandstats counts (top level and inside scripts).`,

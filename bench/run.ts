@@ -15,6 +15,8 @@ import { makeRunStore, type ClaimBatch } from '../src/store/runs.ts';
 import { startSimulator } from '../src/simulator/server.ts';
 import { fixed, lagSvg, logUniform, monteCarlo, simulateCadence, summarize, type LagSummary, type MonteCarlo } from './lag.ts';
 import { benchCluster, clusterMarkdown, type ClusterBench } from './cluster.ts';
+import { benchDetection, detectionMarkdown, detectionSvg, type Detection } from './detection.ts';
+import { benchIdle, idleMarkdown, type Idle } from './idle.ts';
 import { latestProfile, profileMarkdown, summarizeProfile, type ProfileSummary } from './profile.ts';
 import {
   NODE,
@@ -60,7 +62,7 @@ import {
 
 const args = new Set(process.argv.slice(2));
 const SMOKE = args.has('--smoke');
-const SECTIONS = ['throughput', 'intake', 'scale', 'lag', 'shutdown', 'cluster', 'profile'] as const;
+const SECTIONS = ['throughput', 'intake', 'scale', 'lag', 'detection', 'shutdown', 'cluster', 'idle', 'profile'] as const;
 const onlyArg = [...args].find((a) => a.startsWith('--only='));
 const ONLY = onlyArg === undefined ? undefined : new Set(onlyArg.slice('--only='.length).split(','));
 for (const name of ONLY ?? []) {
@@ -103,6 +105,7 @@ const SIZES = SMOKE
       shutdownN: 200, drainLatencyMs: 1_500, handBackLatencyMs: 30_000, handBackGraceMs: 500,
       profileS: 0,
       clusterRuns: 500, clusterWarmupS: 1, clusterWindowS: 2,
+      detectRuns: 40, detectMinMs: 300, detectMaxMs: 3000, idleS: 3,
     }
   : {
       throughputRuns: 10_000, warmupS: 3, windowS: 5, throughputRounds: 3,
@@ -112,7 +115,10 @@ const SIZES = SMOKE
       shutdownN: 10_000, drainLatencyMs: 8_000, handBackLatencyMs: 60_000, handBackGraceMs: 2_000,
       profileS: 10,
       clusterRuns: 20_000, clusterWarmupS: 3, clusterWindowS: 10,
+      detectRuns: 500, detectMinMs: 1000, detectMaxMs: 120_000, idleS: 30,
     };
+/** How far the simulator's list lags retrieve in the detection section. */
+const DETECT_LIST_LAG_MS = 500;
 const CLUSTER_PARTITIONS = 6;
 
 // ---------------------------------------------------------------------------------------------
@@ -903,6 +909,8 @@ interface All {
   shutdown: Shutdown[];
   profile: { summary: ProfileSummary; rate: number } | undefined;
   cluster: ClusterBench | undefined;
+  detection: Detection | undefined;
+  idle: Idle | undefined;
   seconds: number;
 }
 
@@ -1048,6 +1056,8 @@ function report(a: All): string {
       '"hand back": answers would come long after the grace period, so the polls are aborted when it runs out and their runs handed back due at once; exit time − grace is the hand-back cost.',
     '',
   );
+  if (a.detection) p(...detectionMarkdown(a.detection));
+  if (a.idle) p(...idleMarkdown(a.idle));
   if (a.cluster) p(...clusterMarkdown(a.cluster));
   if (a.profile) {
     p(
@@ -1143,6 +1153,29 @@ async function main(): Promise<number> {
           .join('; ') + ` (all handed back: ${verdict(allBack)})`,
       );
     }
+    let detection: Detection | undefined;
+    if (want('detection')) {
+      note('5b. detection at real time, five strategies');
+      detection = await benchDetection({ redis, runs: SIZES.detectRuns, minMs: SIZES.detectMinMs, maxMs: SIZES.detectMaxMs, listLagMs: DETECT_LIST_LAG_MS, seed: 12 });
+      const def = detection.results.find((r) => r.name.startsWith('default'));
+      if (def) {
+        const met = def.p99Ms <= 3000 && def.requestsPerRun <= 3;
+        targets.push({ figure: 'Detection, default settings: p99 lag and API requests per run', target: '≤ 3 s, ≤ 3', value: `${(def.p99Ms / 1000).toFixed(2)} s, ${def.requestsPerRun.toFixed(2)}`, met });
+        targets.push({ figure: 'Detection with callbacks (20 % dropped): p50 lag', target: '≤ 0.5 s', value: `${(def.p50Ms / 1000).toFixed(2)} s`, met: def.p50Ms <= 500 });
+      }
+      figure(
+        'detection-strategies',
+        detection.results.map((r) => `${r.name}: p50 ${(r.p50Ms / 1000).toFixed(2)} s, p99 ${(r.p99Ms / 1000).toFixed(2)} s, ${r.requestsPerRun.toFixed(2)} req/run, ${fmt(r.bytesPerRun)} B/run`).join('; '),
+      );
+    }
+    let idle: Idle | undefined;
+    if (want('idle')) {
+      note('8. an idle replica');
+      idle = await benchIdle({ redis, seconds: SIZES.idleS });
+      targets.push({ figure: 'Idle replica: Redis commands per second', target: '≤ 2', value: idle.commandsPerSecond.toFixed(2), met: idle.commandsPerSecond <= 2 });
+      targets.push({ figure: 'Idle replica: intake latency', target: '< 100 ms', value: `${idle.intakeLatencyMs.toFixed(0)} ms`, met: idle.intakeLatencyMs < 100 });
+      figure('idle', `${idle.commandsPerSecond.toFixed(2)} Redis commands/s while idle (${idle.byCommand.map(([c, n]) => `${c} ${n}`).join(', ')}); an entry pushed then taken in ${idle.intakeLatencyMs.toFixed(0)} ms`);
+    }
     let cluster: ClusterBench | undefined;
     if (want('cluster')) {
       note('7. Redis Cluster');
@@ -1168,10 +1201,12 @@ async function main(): Promise<number> {
     const seconds = (performance.now() - started) / 1000;
     if (!SMOKE && throughput && intake && scale && lag && shutdown) {
       writeFileSync(join(ROOT, 'bench/lag.svg'), lagSvg(lag.mc));
-      writeFileSync(join(ROOT, 'BENCHMARKS.md'), report({ code, machine: m, load: [loadAtStart, loadavg()[0] ?? Number.NaN], throughput, intake, scale, lag, shutdown, profile, cluster, seconds }));
+      if (detection) writeFileSync(join(ROOT, 'bench/detection.svg'), detectionSvg(detection));
+      writeFileSync(join(ROOT, 'BENCHMARKS.md'), report({ code, machine: m, load: [loadAtStart, loadavg()[0] ?? Number.NaN], throughput, intake, scale, lag, shutdown, profile, cluster, detection, idle, seconds }));
       note('wrote BENCHMARKS.md and bench/lag.svg');
     } else {
-      if (lag) lagSvg(lag.mc); // exercise the chart too
+      if (lag) lagSvg(lag.mc); // exercise the charts too
+      if (detection) detectionSvg(detection);
       note('not writing BENCHMARKS.md (--smoke or --only)');
     }
     note(`done in ${seconds.toFixed(1)} s`);

@@ -26,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import type { WatchEvent } from '../src/events.ts';
+import { parseLettaTime } from '../src/classify.ts';
 import { layoutFor } from '../src/redis/keys.ts';
 import { startSimulator, type SimOutcome } from '../src/simulator/server.ts';
 import { newSecret, startReceiver, type Receiver, type ReceivedRequest } from '../test/support/receiver.ts';
@@ -82,7 +83,7 @@ export const FULL_CHAOS: ChaosOptions = {
   receiverDownAt: 0.3,
   redisDownMs: 3000,
   redisRestartAt: 0.55,
-  leaseMs: 2000,
+  leaseMs: 8000,
   drainTimeoutMs: 180_000,
   logLevel: 'debug',
   log: (line) => process.stderr.write(`${line}\n`),
@@ -104,11 +105,15 @@ export interface ChaosReport {
   simulatorByStatus: Record<string, number>;
   /** Faults injected, by kind: 5xx and 429 and hung from simulator stats, malformed from the wire tap. */
   faults: { serverErrors: number; rateLimited: number; hung: number; malformed: number };
-  /** API requests whose path was not /v1/runs/{valid id} (nor Letta's /v1/health/). */
+  /** API requests whose path was not /v1/runs/{valid id} (nor Letta's /v1/health/ or the list). */
   badApiPaths: number;
   kills: number;
   redisRestarts: number;
   receiverOutageMs: number;
+  /** p99 of the lag from a run's end to its event. */
+  lagP99Ms: number;
+  /** The longest a webhook took after the receiver came back (or after its event, if later). */
+  catchUpMs: number;
   events: number;
   duplicatesInStream: number;
   missingEvents: number;
@@ -218,9 +223,10 @@ async function startTap(upstream: string): Promise<Tap> {
   const tap: Tap = { url: '', requests: 0, badPaths: [], malformed: 0, close: async () => {} };
   const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = req.url ?? '';
-    // The daemon's check that its base URL is a Letta API is the one other request it makes.
+    // Besides single runs the daemon asks for Letta's health and the list of active runs.
+    const other = path === '/v1/health/' || path.startsWith('/v1/runs/?');
     if (path !== '/v1/health/') tap.requests++;
-    if (!RUN_PATH.test(path) && path !== '/v1/health/' && tap.badPaths.length < 100) tap.badPaths.push(path);
+    if (!RUN_PATH.test(path) && !other && tap.badPaths.length < 100) tap.badPaths.push(path);
     const up = httpRequest(
       { host: target.hostname, port: target.port, path, method: req.method, headers: req.headers, agent },
       (ur) => {
@@ -229,7 +235,7 @@ async function startTap(upstream: string): Promise<Tap> {
         ur.on('error', () => res.destroy());
         ur.on('end', () => {
           const body = Buffer.concat(chunks);
-          if (ur.statusCode === 200 && path !== '/v1/health/' && !isRun(body)) tap.malformed++;
+          if (ur.statusCode === 200 && !other && !isRun(body)) tap.malformed++;
           if (res.destroyed) return;
           res.writeHead(ur.statusCode ?? 502, ur.headers);
           res.end(body);
@@ -356,25 +362,21 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     const k = { ...layout.partitions[0]!, intake: layout.intake };
     const dir = mkdtempSync(join(tmpdir(), 'lrw-chaos-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    // Long enough to outlast the receiver's outage, then plenty of 30 %-failing attempts.
-    const scheduleMs = [0, 200, 500, 1000, 2000, 4000];
-    while (scheduleMs.length < 20 || scheduleMs.reduce((a, b) => a + b, 0) < o.receiverDownMs + o.redisDownMs + 30_000) scheduleMs.push(5000);
     const configPath = join(dir, 'watcher.json');
-    const requestTimeoutMs = Math.max(100, Math.floor((o.leaseMs - 400) / 2.6));
     writeFileSync(
       configPath,
       JSON.stringify({
-        // The lease must exceed a poll's worst case: timeout × 2 attempts + backoff + Retry-After cap.
+        // Hung requests time out in a second; the webhook schedule is the default one (at once,
+        // 5 s, 5 min, ...), so deliveries the outage and the 30 % failures push back to 5 min
+        // come through only by catching up when the endpoint answers again.
         poll: { leaseMs: o.leaseMs },
-        letta: { requestTimeoutMs, retries: 1, retryMinMs: 20, retryMaxMs: 100, retryAfterCapMs: 200, authPauseMs: 1000 },
+        letta: { requestTimeoutMs: 1000, retries: 1, retryMinMs: 20, retryMaxMs: 100, retryAfterCapMs: 200, authPauseMs: 1000 },
         webhooks: {
           targets: [
             { url: `${rx.url}/events`, name: 'events' },
             { url: `${rx.url}/letta`, name: 'letta', format: 'letta' },
           ],
-          scheduleMs: scheduleMs.slice(0, 50),
           attemptTimeoutMs: 2000,
-          leaseMs: 4000,
         },
       }),
     );
@@ -458,6 +460,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     })();
 
     let receiverOutageMs = 0;
+    let receiverUpAt = 0;
     const receiverOutage = (async () => {
       if (o.receiverDownMs <= 0) return;
       await until(at(o.receiverDownAt));
@@ -468,6 +471,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
       // event loop's cached time), so wait until the clock itself says the outage is over.
       for (let left = o.receiverDownMs; left > 0; left = downAt + o.receiverDownMs - performance.now()) await sleep(Math.ceil(left));
       await rx.up();
+      receiverUpAt = Date.now();
       receiverOutageMs = Math.round(performance.now() - downAt);
       say('webhook receiver up again');
     })();
@@ -547,6 +551,24 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
       for (const id of eventIds) if (!delivered.has(id)) missingDeliveries++;
     }
     const invalidSignatures = requests.filter((r) => !r.verified).length;
+    // Detection lag under chaos, from each run's end to its event.
+    const lags = events
+      .map((e) => Date.parse(e.data.watch.detected_at) - (parseLettaTime(e.data.run?.completed_at) ?? Number.NaN))
+      .filter((x) => !Number.isNaN(x))
+      .sort((a, b) => a - b);
+    const lagP99Ms = lags[Math.min(lags.length - 1, Math.ceil(0.99 * lags.length) - 1)] ?? Number.NaN;
+    // How long after the receiver came back (or after its event, if later) each event's last
+    // target got it: every webhook within 60 s of the receiver coming back.
+    const detectedAt = new Map(events.map((e) => [e.id, Date.parse(e.data.watch.detected_at)]));
+    let catchUpMs = 0;
+    for (const path of targets) {
+      const first = new Map<string, number>();
+      for (const r of rx.on(path)) {
+        if (r.id === undefined || r.status === undefined || r.status < 200 || r.status >= 300) continue;
+        first.set(r.id, Math.min(first.get(r.id) ?? Infinity, r.answeredAt ?? r.at));
+      }
+      for (const [id, at] of first) catchUpMs = Math.max(catchUpMs, at - Math.max(receiverUpAt, detectedAt.get(id) ?? 0));
+    }
     const answered2xx = requests.filter((r) => r.status !== undefined && r.status >= 200 && r.status < 300).length;
 
     const outputs = everyReplica.map((r) => r.out.join(''));
@@ -585,10 +607,12 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     check('invalid signatures = 0', invalidSignatures === 0, String(invalidSignatures));
     check('dead letters = 0', deadRaw.length === 0, `${deadRaw.length}${deadRaw[0] ? `: ${deadRaw[0].slice(0, 300)}` : ''}`);
     check('outbox and schedule empty', outboxLeft === 0 && scheduleLeft === 0, `outbox ${outboxLeft}, schedule ${scheduleLeft}`);
-    check('API requests only to /v1/runs/{id} and /v1/health/', tap.badPaths.length === 0, tap.badPaths.slice(0, 5).join(' '));
+    check('API requests only to /v1/runs/{id}, the list and /v1/health/', tap.badPaths.length === 0, tap.badPaths.slice(0, 5).join(' '));
     check('no secret in logs, events, dead letters, status, webhooks', secretsScan.hits.length === 0, secretsScan.hits.join('; ') || `${secretsScan.scannedBytes} bytes scanned`);
     check('replicas exit 0 on SIGTERM', exitCodes.every((c) => c === 0), exitCodes.join(','));
     check('no fatal log lines', fatalLines === 0, String(fatalLines));
+    check('p99 detection lag ≤ 20 s', lagP99Ms <= 20_000, `${(lagP99Ms / 1000).toFixed(2)} s`);
+    check('every webhook within 60 s of the receiver coming back', catchUpMs <= 60_000, `${(catchUpMs / 1000).toFixed(1)} s at most`);
 
     return {
       seed: o.seed,
@@ -602,6 +626,8 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
       kills,
       redisRestarts,
       receiverOutageMs,
+      lagP99Ms,
+      catchUpMs,
       events: events.length,
       duplicatesInStream,
       missingEvents,
@@ -652,10 +678,12 @@ export function formatReport(r: ChaosReport): string {
     row('faults injected: 429 with Retry-After', r.faults.rateLimited),
     row('faults injected: hung requests', r.faults.hung),
     row('faults injected: malformed bodies (tap)', r.faults.malformed),
-    row('API requests outside /v1/runs/{id} and /v1/health/', r.badApiPaths),
+    row('API requests outside /v1/runs/{id}, the list and /v1/health/', r.badApiPaths),
     row('kill -9 of a replica', r.kills),
     row('Redis restarts', r.redisRestarts),
     row('webhook receiver outage', `${(r.receiverOutageMs / 1000).toFixed(1)} s`),
+    row('detection lag p99', `${(r.lagP99Ms / 1000).toFixed(2)} s`),
+    row('longest webhook wait after the receiver came back', `${(r.catchUpMs / 1000).toFixed(1)} s`),
     row('events in P:events', r.events),
     row('duplicates in stream', r.duplicatesInStream),
     row('missing events', r.missingEvents),

@@ -34,6 +34,8 @@ const schema = z.strictObject({
     retryMaxMs: ms,
     retryAfterCapMs: ms,
     authPauseMs: positiveInt,
+    listLimit: z.number().int().min(1).max(1000),
+    maxListBytes: z.number().int().min(1024),
   }),
   redis: z.strictObject({
     url: z.url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL (percent-encode "/", "?", "#" and "@" in a password)' }),
@@ -56,7 +58,11 @@ const schema = z.strictObject({
     maxWatchMs: positiveInt,
     leaseMs: z.number().int().min(1000),
     claimBatch: z.number().int().min(1).max(10_000),
+    reconcileEveryMs: ms,
+    safetyGapMs: positiveInt,
+    apiRps: z.number().min(0),
   }),
+  callbacks: z.strictObject({ ratePerSecond: z.number().min(1) }),
   intake: z.strictObject({
     batch: z.number().int().min(1).max(10_000),
     batchBytes: z.number().int().min(1024).max(64 * 1024 * 1024),
@@ -92,6 +98,7 @@ const schema = z.strictObject({
     redisUsername: z.string().min(1).optional(),
     redisPassword: z.string().min(1).optional(),
     redisSentinelPassword: z.string().min(1).optional(),
+    callbackToken: z.string().min(16, 'must be at least 16 characters (value not shown)').optional(),
     webhookSecrets: z.array(
       z.string().regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, 'must be whsec_ followed by base64 (value not shown)'),
     ),
@@ -118,6 +125,10 @@ export const ENV_VARS: readonly (readonly [name: string, path: string, kind: Env
   ['WATCHER_PARTITIONS', 'redis.partitions', 'number'],
   ['WATCHER_CONCURRENCY', 'poll.concurrency', 'number'],
   ['WATCHER_MAX_RPS', 'poll.maxRps', 'number'],
+  ['WATCHER_API_RPS', 'poll.apiRps', 'number'],
+  ['WATCHER_RECONCILE_MS', 'poll.reconcileEveryMs', 'number'],
+  ['WATCHER_SAFETY_GAP_MS', 'poll.safetyGapMs', 'number'],
+  ['WATCHER_CALLBACK_TOKEN', 'secrets.callbackToken', 'secret'],
   ['WATCHER_POLL_INITIAL_MS', 'poll.initialMs', 'number'],
   ['WATCHER_POLL_MAX_MS', 'poll.maxMs', 'number'],
   ['WATCHER_POLL_FACTOR', 'poll.factor', 'number'],
@@ -197,6 +208,7 @@ export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: L
   if (result.success) {
     const { poll, webhooks, redis, events } = result.data;
     if (poll.maxMs < poll.initialMs) problems.push(`WATCHER_POLL_MAX_MS: must be at least WATCHER_POLL_INITIAL_MS (${poll.initialMs})`);
+    if (poll.safetyGapMs < poll.initialMs) problems.push(`WATCHER_SAFETY_GAP_MS: must be at least WATCHER_POLL_INITIAL_MS (${poll.initialMs})`);
     if (webhooks.leaseMs <= webhooks.attemptTimeoutMs / 3) {
       // Leases are renewed every third of their length while an attempt runs.
       problems.push(`webhooks.leaseMs: must exceed a third of webhooks.attemptTimeoutMs (${webhooks.attemptTimeoutMs} ms)`);

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
+import { makeApiBudget, NO_BUDGET } from './api-budget.ts';
 import { makeApiGate, type ApiGate } from './api-gate.ts';
+import { makeCallbackReceiver, type CallbackReceiver } from './callbacks.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { intakeLimits, type Config } from './config.ts';
 import { DaemonError, isDaemonError } from './errors.ts';
@@ -10,6 +12,7 @@ import { makeIntakeLoop, type IntakeLoop } from './intake.ts';
 import { makeLettaClient, type LettaClient } from './letta-client.ts';
 import { makeMetrics, type Metrics } from './metrics.ts';
 import { makePoller, type Poller } from './poller.ts';
+import { makeReconciler, type Reconciler } from './reconcile.ts';
 import { closeRedis, connectRedis, redisWarnings } from './redis/connection.ts';
 import { classifyRedisError, makeRedisHealth, type RedisHealth } from './redis/health.ts';
 import { layoutFor } from './redis/keys.ts';
@@ -84,6 +87,8 @@ export class Daemon {
   #intake: IntakeLoop | undefined;
   #deliveries: WorkLoop | undefined;
   #trimmer: StreamTrimmer | undefined;
+  #reconciler: Reconciler | undefined;
+  #callbacks: CallbackReceiver | undefined;
   #guard: UrlGuard | undefined;
   #legacyTimer: NodeJS.Timeout | undefined;
   #http: { port: number; close(): Promise<void> } | undefined;
@@ -174,11 +179,17 @@ export class Daemon {
       },
     });
     this.#gate = gate;
+    // One API budget for the fleet (WATCHER_API_RPS), taken before every request to Letta.
+    const budget =
+      config.poll.apiRps > 0
+        ? makeApiBudget({ ctx, maxRps: config.poll.apiRps, clock: this.#clock, log: log.child({ module: 'letta' }), health, onRate: (rps) => this.metrics.apiBudget.set(rps) })
+        : NO_BUDGET;
     const client = makeLettaClient({
       ...config.letta,
       apiKey: config.secrets.lettaApiKey,
       clock: this.#clock,
       connections: config.poll.concurrency,
+      ...(config.poll.apiRps > 0 ? { beforeRequest: (signal: AbortSignal) => budget.acquire(signal), onRateLimited: (ms: number | undefined) => budget.throttled(ms) } : {}),
       // The HTTP status for status errors, the error code for everything else (a 200 whose
       // body is too large or not a Run is not a "200" error).
       onAttemptError: (err) => this.metrics.apiErrors.inc({ class: err.code === 'ERR_API_STATUS' ? String(err.status) : err.code }),
@@ -193,7 +204,8 @@ export class Daemon {
     });
 
     const partitions = config.redis.partitions;
-    const outbox = makeOutbox(ctx);
+    // A recovered endpoint's waiting deliveries were released: claim them now.
+    const outbox = makeOutbox(ctx, () => this.#deliveries?.wake());
     const durability =
       config.redis.waitReplicas > 0
         ? {
@@ -257,6 +269,37 @@ export class Daemon {
       },
     });
     this.#poller = poller;
+    if (config.poll.reconcileEveryMs > 0) {
+      this.#reconciler = makeReconciler({
+        client,
+        runs,
+        ctx,
+        everyMs: config.poll.reconcileEveryMs,
+        safetyGapMs: config.poll.safetyGapMs,
+        listLimit: config.letta.listLimit,
+        gate,
+        clock: this.#clock,
+        log: log.child({ module: 'reconcile' }),
+        metrics: this.metrics,
+        health,
+        watching: () => poller.watching,
+        onDue: (p) => poller.dueNow(p),
+      });
+    }
+    const token = config.secrets.callbackToken;
+    if (token) {
+      this.#callbacks = makeCallbackReceiver({
+        token,
+        ratePerSecond: config.callbacks.ratePerSecond,
+        metrics: this.metrics,
+        hint: async (runId) => {
+          const p = ctx.layout.partitionOf(runId).index;
+          const watched = await runs.hint(p, runId);
+          if (watched) poller.dueNow(p);
+          return watched;
+        },
+      });
+    }
     this.#intake = makeIntakeLoop({
       // A replica shows life at least once per blocking wait: twice that, and a margin.
       store: makeIntakeStore(ctx, intakeLimits(config), { livenessMs: 2 * config.intake.idleMs + 2_000 }),
@@ -273,6 +316,7 @@ export class Daemon {
     poller.start();
     this.#intake.start();
     deliveries.start();
+    this.#reconciler?.start();
   }
 
   /** Retries `fn` while Redis cannot be reached (start-up waits for it); other errors end start-up. */
@@ -330,6 +374,7 @@ export class Daemon {
     this.#startAbort.abort();
     clearInterval(this.#legacyTimer);
     await release('intake loop', () => this.#intake?.stop());
+    await release('reconciliation', () => this.#reconciler?.stop());
     await Promise.all([
       release('poller', () => this.#poller?.stop(grace)),
       release('webhook deliveries', () => this.#deliveries?.stop(grace)),
@@ -352,6 +397,11 @@ export class Daemon {
 
   get registry() {
     return this.metrics.registry;
+  }
+
+  /** POST /callbacks/letta, once running with WATCHER_CALLBACK_TOKEN set. */
+  get callbacks(): CallbackReceiver | undefined {
+    return this.#callbacks;
   }
 
   stalledLoops(): string[] {

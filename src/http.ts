@@ -1,9 +1,10 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import type { CallbackReceiver } from './callbacks.ts';
 
 /**
- * Health, readiness and metrics on node:http. /healthz fails when a loop has stopped turning
+ * Health, readiness, metrics and Letta's callback on node:http. /healthz fails when a loop has stopped turning
  * (a stuck loop, not a slow Redis: loops keep turning while they retry); /readyz fails while
  * Redis does not answer, the API refuses our credentials, or the daemon is draining.
  */
@@ -13,15 +14,23 @@ export interface Probes {
   /** Reasons the daemon is not ready; empty when ready. */
   notReady(): Promise<string[]>;
   registry: Registry;
+  /** POST /callbacks/letta, when WATCHER_CALLBACK_TOKEN is set. */
+  readonly callbacks: CallbackReceiver | undefined;
 }
 
 export async function startHttpServer(host: string, port: number, probes: Probes, log: Logger): Promise<{ server: Server; port: number; close(): Promise<void> }> {
   const server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
     const reply = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
       res.end(body);
     };
+    if (path === '/callbacks/letta' && probes.callbacks) {
+      if (req.method !== 'POST') return reply(405, 'method not allowed\n');
+      return probes.callbacks.handle(req, res, new URLSearchParams(q < 0 ? '' : url.slice(q + 1)));
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'method not allowed\n');
     if (path === '/healthz') {
       const stalled = probes.stalledLoops();

@@ -3,7 +3,7 @@ import type { Clock } from './clock.ts';
 import type { Metrics } from './metrics.ts';
 import type { RedisHealth } from './redis/health.ts';
 import type { RedisClient } from './redis/scripts.ts';
-import type { IntakeStore } from './store/intake.ts';
+import type { IntakeResult, IntakeStore } from './store/intake.ts';
 
 export interface IntakeLoop {
   start(): void;
@@ -38,7 +38,11 @@ export function makeIntakeLoop(d: {
   const stopping = new AbortController();
 
   async function takeOnce(): Promise<number> {
-    const r = await d.store.take();
+    return counted(await d.store.take());
+  }
+
+  /** Counts what a move did, wakes the poller for new runs, throws a partition's failure. */
+  function counted(r: IntakeResult): number {
     if (r.accepted) d.metrics.intake.inc({ result: 'accepted' }, r.accepted);
     if (r.duplicates) d.metrics.intake.inc({ result: 'duplicate' }, r.duplicates);
     if (r.rejected) {
@@ -47,20 +51,30 @@ export function makeIntakeLoop(d: {
       d.log.warn({ rejected: r.rejected }, 'intake entries rejected; see the dead-letter list');
     }
     if (r.accepted) d.onAccepted();
+    // Some partitions took their entries, one could not: what it holds is tried again.
+    if (r.failure !== undefined) throw r.failure;
     return r.taken;
   }
 
   async function loop(): Promise<void> {
     let failures = 0;
+    let more = true;
     while (!stopped) {
       lastBeat = d.clock.now();
       try {
-        const taken = await takeOnce();
+        // Only when the blocking wait says there is something (or at start, or after a full
+        // batch): an idle daemon sends one command per wait.
+        const taken = more ? await takeOnce() : 0;
         if (failures > 0) d.health.recovered('intake');
         failures = 0;
+        more = true;
         if (taken < d.batch && !stopped) {
           lastBeat = d.clock.now();
-          await d.store.waitForEntries(d.blocking, d.idleMs);
+          more = await d.store.waitForEntries(d.blocking, d.idleMs);
+          if (!more) {
+            const adopted = await d.store.heartbeat();
+            if (adopted) counted(adopted);
+          }
         }
       } catch (err) {
         if (stopped) break;

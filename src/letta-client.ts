@@ -2,7 +2,7 @@ import pRetry from 'p-retry';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Agent, type Dispatcher } from 'undici';
 import { z } from 'zod';
-import { classifyStatus, isTransientNetworkError, parseRetryAfter } from './classify.ts';
+import { classifyStatus, isTransientNetworkError, parseLettaTime, parseRetryAfter } from './classify.ts';
 import type { Clock } from './clock.ts';
 import { DaemonError, isDaemonError } from './errors.ts';
 import { RUN_ID_PATTERN } from './run-id.ts';
@@ -40,6 +40,14 @@ export type RunLookup =
   | { kind: 'auth'; status: number }
   /** A 404 that is not Letta's "no such run": the base URL does not reach a Letta API. */
   | { kind: 'not_letta'; status: number; detail: string };
+
+/** A page of active runs, or a server that does not list runs (404, 405, 422). */
+export type ActivePage =
+  | { kind: 'page'; runs: { id: string; createdAt: number | undefined }[]; bytes: number }
+  | { kind: 'unsupported'; status: number; detail: string };
+
+/** Only what reconciliation reads of each listed run; the rest is not even looked at. */
+const listedRunSchema = z.array(z.looseObject({ id: z.string(), created_at: z.string().nullish() }));
 
 /** What GET /v1/health/ says of the base URL. */
 export type HealthVerdict =
@@ -83,6 +91,12 @@ export interface LettaClient {
   getRun(runId: string, signal: AbortSignal): Promise<RunLookup>;
   /** GET /v1/health/: does the base URL answer like a Letta API? One attempt, no retries. */
   checkHealth(signal: AbortSignal): Promise<HealthVerdict>;
+  /**
+   * One page of the organisation's active runs, newest first (GET /v1/runs/?active=true). One
+   * attempt: the reconciler simply tries again at its next turn. Throws a DaemonError on a
+   * transient failure or a body that is not a list of runs.
+   */
+  listActive(limit: number, signal: AbortSignal): Promise<ActivePage>;
   close(): Promise<void>;
 }
 
@@ -91,6 +105,8 @@ export interface LettaClientOptions {
   apiKey?: string | undefined;
   requestTimeoutMs: number;
   maxResponseBytes: number;
+  /** Cap on a list page's body (a full page of 1,000 runs is about 1 MB). */
+  maxListBytes?: number;
   retries: number;
   retryMinMs: number;
   retryMaxMs: number;
@@ -102,6 +118,10 @@ export interface LettaClientOptions {
   connections?: number;
   /** Called for every failed attempt, retried or not (metrics). */
   onAttemptError?: (err: DaemonError) => void;
+  /** Waited on before every request (the fleet's API budget). */
+  beforeRequest?: (signal: AbortSignal) => Promise<void>;
+  /** Letta answered 429 (with its Retry-After in ms, if any). */
+  onRateLimited?: (retryAfterMs: number | undefined) => void;
   userAgent?: string;
 }
 
@@ -126,10 +146,23 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
   };
   if (o.apiKey) headers['authorization'] = `Bearer ${o.apiKey}`;
 
-  /** One request on undici's handler API: see RunRequest. */
-  function attempt(path: string, signal: AbortSignal): Promise<RawAnswer> {
+  /** One request on undici's handler API (see RunRequest), after the budget lets it go. */
+  function attempt(path: string, signal: AbortSignal, limits: LettaClientOptions = o): Promise<RawAnswer> {
+    if (!o.beforeRequest && !o.onRateLimited) return send(path, signal, limits);
+    return (async () => {
+      await o.beforeRequest?.(signal);
+      try {
+        return await send(path, signal, limits);
+      } catch (err) {
+        if (isDaemonError(err) && err.status === 429) o.onRateLimited?.(err.retryAfterMs);
+        throw err;
+      }
+    })();
+  }
+
+  function send(path: string, signal: AbortSignal, limits: LettaClientOptions): Promise<RawAnswer> {
     return new Promise<RawAnswer>((resolve, reject) => {
-      const request = new RunRequest(o, signal, resolve, reject);
+      const request = new RunRequest(limits, signal, resolve, reject);
       if (signal.aborted) return request.finish(signal.reason);
       signal.addEventListener('abort', request, { once: true });
       try {
@@ -209,6 +242,24 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
           throw err;
         }
       }
+    },
+    async listActive(limit, signal) {
+      const answer = await attempt(`${basePath}/v1/runs/?active=true&limit=${limit}`, signal, { ...o, maxResponseBytes: o.maxListBytes ?? 8 * o.maxResponseBytes });
+      if (answer.status === 404 || answer.status === 405 || answer.status === 422) {
+        return { kind: 'unsupported', status: answer.status, detail: snippet(answer.body) };
+      }
+      if (classifyStatus(answer.status) !== 'ok') {
+        throw new DaemonError('ERR_API_STATUS', `Letta API answered ${answer.status} to the list of active runs: ${snippet(answer.body)}`, { status: answer.status });
+      }
+      let json: unknown;
+      try {
+        json = JSON.parse(answer.body);
+      } catch (err) {
+        throw new DaemonError('ERR_API_SCHEMA', `the list of active runs is not JSON: ${snippet(answer.body)}`, { cause: err });
+      }
+      const parsed = listedRunSchema.safeParse(json);
+      if (!parsed.success) throw new DaemonError('ERR_API_SCHEMA', `the list of active runs is not a list of runs: ${z.prettifyError(parsed.error)}`, { cause: parsed.error });
+      return { kind: 'page', runs: parsed.data.map((r) => ({ id: r.id, createdAt: parseLettaTime(r.created_at) })), bytes: Buffer.byteLength(answer.body) };
     },
     async checkHealth(signal) {
       let answer: RawAnswer;

@@ -75,6 +75,12 @@ export function makeMetrics(readGauges?: () => Promise<GaugeReadings>, onGaugeEr
     authPaused: new Gauge({ name: 'letta_watcher_auth_paused', help: '1 while polling is paused by 401/403 from the API', registers: [registry] }),
     notLetta: new Gauge({ name: 'letta_watcher_base_url_not_letta', help: '1 while polling is paused because LETTA_BASE_URL does not answer like a Letta API', registers: [registry] }),
     loopStalls: new Counter({ name: 'letta_watcher_loop_stalls_total', help: 'Health checks that found a loop stalled', registers: [registry] }),
+    reconcileEnabled: new Gauge({ name: 'letta_watcher_reconcile_enabled', help: '1 while reconciliation with the list of active runs is on (0 when off, or the API cannot list runs)', registers: [registry] }),
+    reconcilePasses: new Counter({ name: 'letta_watcher_reconcile_passes_total', help: 'Reconciliation passes this replica made, by result', labelNames: ['result'] as const, registers: [registry] }),
+    reconciled: new Counter({ name: 'letta_watcher_reconciled_runs_total', help: 'Runs reconciliation made due now or pushed out', labelNames: ['action'] as const, registers: [registry] }),
+    listBytes: new Counter({ name: 'letta_watcher_list_bytes_total', help: 'Bytes of the lists of active runs this replica fetched', registers: [registry] }),
+    callbackHints: new Counter({ name: 'letta_watcher_callback_hints_total', help: "Letta callbacks received at /callbacks/letta, by result", labelNames: ['result'] as const, registers: [registry] }),
+    apiBudget: new Gauge({ name: 'letta_watcher_api_budget_rps', help: "The fleet's current API budget in requests per second (WATCHER_API_RPS; lowered after a 429)", registers: [registry] }),
     redisErrors: new Counter({ name: 'letta_watcher_redis_errors_total', help: 'Redis failures seen by the loops, gauges and probes, by cause', labelNames: ['cause'] as const, registers: [registry] }),
     eventsDroppedUnread: new Counter({
       name: 'letta_watcher_events_dropped_unread_total',

@@ -56,6 +56,10 @@ export interface Poller {
   stop(graceMs: number): Promise<void>;
   /** Clock time of the loop's last turn (liveness). */
   readonly lastBeat: number;
+  /** Whether there is anything to watch, as far as the last claims saw. */
+  readonly watching: boolean;
+  /** Runs in `partition` came due now (a hint, reconciliation): claim there at once. */
+  dueNow(partition: number): void;
 }
 
 interface Held {
@@ -289,6 +293,13 @@ export function makePoller(d: PollerDeps): Poller {
     },
     get lastBeat() {
       return loop.lastBeat;
+    },
+    get watching() {
+      return claims.watching;
+    },
+    dueNow(partition) {
+      claims.dueIn(partition, 0);
+      loop.wake();
     },
   };
 }

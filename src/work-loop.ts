@@ -48,6 +48,8 @@ const IDLE_WAIT_MS = 10_000;
 const BACKLOG_WAIT_MS = 1_000;
 const WOKEN = Object.freeze({ woken: true });
 const CLAIM_RETRY_MAX_MS = 5_000;
+/** How often a partition that held nothing at its last claim is looked at again. */
+const EMPTY_REFRESH_MS = 20_000;
 /** How soon a partition whose claim failed is tried again while the others go on. */
 const PARTITION_RETRY_MS = 1_000;
 
@@ -231,6 +233,8 @@ export interface PartitionClaims<T> {
   invalidate(): void;
   /** Something in `partition` comes due in `inMs` (we just rescheduled it). */
   dueIn(partition: number, inMs: number): void;
+  /** False when every partition was empty at its last claim. */
+  readonly watching: boolean;
 }
 
 export function claimAcrossPartitions<T>(o: {
@@ -251,6 +255,8 @@ export function claimAcrossPartitions<T>(o: {
   const dueAt = new Array<number>(o.partitions).fill(0);
   /** The earliest due time heard of (dueIn, invalidate) while a partition's claim was in flight. */
   const heard = new Array<number>(o.partitions).fill(Infinity);
+  /** Whether each partition held anything (due or leased) at its last claim. */
+  const holds = new Array<boolean>(o.partitions).fill(true);
   let next = 0;
   return {
     async claim(limit) {
@@ -277,9 +283,12 @@ export function claimAcrossPartitions<T>(o: {
           continue;
         }
         if (failing.delete(p)) o.onPartitionOk?.(p);
+        holds[p] = r.nextDue !== undefined || r.items.length > 0;
         items.push(...r.items);
         const local = o.clock.now();
-        const wait = r.nextDue === undefined ? refreshMs : Math.min(refreshMs, Math.max(0, r.nextDue - r.now));
+        // An empty partition is looked at less often: new work there wakes this replica when it
+        // is its own intake, and is claimed by the replica that took it in otherwise.
+        const wait = r.nextDue === undefined ? EMPTY_REFRESH_MS : Math.min(refreshMs, Math.max(0, r.nextDue - r.now));
         // A full claim may have left more due: come back at once. What was heard meanwhile
         // (new intake, a reschedule) is newer than this claim's answer.
         dueAt[p] = Math.min(r.items.length >= want ? local : local + wait, heard[p] ?? Infinity);
@@ -292,6 +301,9 @@ export function claimAcrossPartitions<T>(o: {
     invalidate() {
       dueAt.fill(0);
       heard.fill(0);
+    },
+    get watching() {
+      return holds.some(Boolean);
     },
     dueIn(partition, inMs) {
       const at = o.clock.now() + inMs;

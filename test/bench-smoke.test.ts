@@ -20,6 +20,8 @@ const FIGURES = [
   'detection-lag',
   'detection-lag-live',
   'shutdown',
+  'detection-strategies',
+  'idle',
   'cluster',
 ];
 

@@ -159,7 +159,7 @@ function generator(seed: number) {
         () => `{"run_id":${'{"d":'.repeat(depth)}"run-1"${'}'.repeat(depth)}}`,
       ])();
     }],
-    ['metadata nested past the intake limit', () => JSON.stringify({ run_id: badId(), metadata: nest(int(31, 999), 'leaf') })],
+    ['metadata nested past the intake limit', () => JSON.stringify({ run_id: badId(), metadata: nest(int(32, 999), 'leaf') })],
     ['blank', () => pick(['', ' ', '\t\n', '\r\n\r\n'])],
   ];
 
@@ -192,7 +192,7 @@ function generator(seed: number) {
     () => {
       // Deep, but within the intake's limit of 32 levels (the entry and its metadata count too).
       const id = validId(int(1, 40));
-      const metadata = nest(int(10, 30), 'leaf') as Record<string, unknown>;
+      const metadata = nest(int(10, 31), 'leaf') as Record<string, unknown>;
       return { entry: JSON.stringify({ run_id: id, metadata }), runId: id, metadata };
     },
   ];

@@ -437,3 +437,70 @@ describe('parseSimulatorArgs', () => {
     }
   });
 });
+
+describe('GET /v1/runs/ (the list)', () => {
+  it('active runs newest first; active applies only without statuses; statuses repeats; limit 1..1000 or 422; the list lags retrieve', async () => {
+    const { sim, clock } = await start({ faults: { listLagMs: 1000 } });
+    const a = sim.createRun({ durationMs: 5000, outcome: 'completed' });
+    clock.t += 10;
+    const b = sim.createRun({ durationMs: 500, outcome: 'failed' });
+    clock.t += 10;
+    const c = sim.createRun({ durationMs: 100_000, outcome: 'completed' });
+    const ids = async (q: string) => ((await getJson(sim, `/v1/runs/?${q}`)).body as unknown as { id: string }[]).map((r) => r.id);
+    expect(await ids('active=true&limit=1000')).toEqual([c.id, b.id, a.id]);
+    expect(await ids('active=true&limit=2')).toEqual([c.id, b.id]);
+    expect(await ids('active=true&order=asc')).toEqual([a.id, b.id, c.id]);
+    // b ended 500 ms after it started; retrieve says so at once, the list only 1 s later.
+    clock.t += 600;
+    expect((await getJson(sim, `/v1/runs/${b.id}`)).body['status']).toBe('failed');
+    expect(await ids('active=true')).toContain(b.id);
+    clock.t += 1000;
+    expect(await ids('active=true')).toEqual([c.id, a.id]);
+    expect(await ids('statuses=failed')).toEqual([b.id]);
+    expect(await ids('statuses=failed&statuses=running')).toEqual([c.id, b.id, a.id]);
+    // active is ignored when statuses is given.
+    expect(await ids('active=true&statuses=failed')).toEqual([b.id]);
+    for (const bad of ['limit=0', 'limit=1001', 'limit=x', 'order=sideways']) {
+      const r = await getJson(sim, `/v1/runs/?${bad}`);
+      expect(r.status, bad).toBe(422);
+      expect(Array.isArray(r.body['detail'])).toBe(true);
+    }
+    expect((await get(sim, '/v1/runs?active=true')).status).toBe(307);
+    expect(sim.stats().listRequests).toBe(12);
+  });
+});
+
+describe("Letta's callback", () => {
+  it('POSTs {run_id, status, completed_at, metadata} once when the run ends, records the outcome on the run, and drops a share on purpose', async () => {
+    const received: unknown[] = [];
+    const { createServer } = await import('node:http');
+    const hook = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        received.push(JSON.parse(body));
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => hook.listen(0, '127.0.0.1', () => r()));
+    const url = `http://127.0.0.1:${(hook.address() as { port: number }).port}/cb`;
+    try {
+      const sim = await startSimulator({ port: 0, random: seeded(3) });
+      open.push(sim);
+      const run = sim.createRun({ durationMs: 50, outcome: 'failed', metadata: { k: 1 }, callbackUrl: url });
+      sim.createRun({ durationMs: 50, outcome: 'never', callbackUrl: url });
+      await new Promise((r) => setTimeout(r, 400));
+      expect(received).toEqual([{ run_id: run.id, status: 'failed', completed_at: expect.stringMatching(NAIVE_MICROS), metadata: { k: 1 } }]);
+      const body = (await getJson(sim, `/v1/runs/${run.id}`)).body;
+      expect(body).toMatchObject({ callback_url: url, callback_status_code: 204, callback_error: null, callback_sent_at: expect.stringMatching(NAIVE_MICROS) });
+      expect(sim.stats().callbacks).toEqual({ sent: 1, dropped: 0, failed: 0 });
+      sim.setFaults({ callbackDropRate: 1 });
+      sim.createRun({ durationMs: 10, outcome: 'completed', callbackUrl: url });
+      await new Promise((r) => setTimeout(r, 200));
+      expect(received).toHaveLength(1);
+      expect(sim.stats().callbacks.dropped).toBe(1);
+    } finally {
+      await new Promise<void>((r) => hook.close(() => r()));
+    }
+  });
+});

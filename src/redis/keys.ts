@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import calculateSlot from 'cluster-key-slot';
 
 /**
@@ -16,6 +17,7 @@ import calculateSlot from 'cluster-key-slot';
  * ranges), and B below is `P:{tag}`:
  *   B:due                   ZSET    run id -> next poll time (or lease end), ms on Redis's clock
  *   B:runs                  HASH    run id -> packed record (lua/includes/run_record.lua)
+ *   B:created               ZSET    run id -> its created_at (ms), once a poll has seen it
  *   B:entries               HASH    run id -> the raw JSON intake entry, for its metadata
  *   B:events                STREAM  (N = 1: P:events)
  *   B:dead                  LIST    (N = 1: P:dead)
@@ -23,14 +25,16 @@ import calculateSlot from 'cluster-key-slot';
  *   B:attempts              HASH    delivery member -> "<attempts>:<claim counter>"
  *   B:payloads              HASH    event id -> event JSON; "<event id>#n" -> deliveries left
  *   B:disabled              SET     target keys that answered 410 Gone
+ *   B:retry:<hash>          ZSET    a target's deliveries waiting out a failure -> due time
  *   B:moved                 ZSET    intake move ids already applied (N > 1), -> time applied
  *   B:lastclaim:<kind>:<replica> STRING a replica's last claim, replayed if its reply was lost
  *   B:probe                 STRING  readiness writes here to prove the master takes writes
  * With N > 1, entries move from P:intake into their partition through a per-replica processing
  * list in the intake's slot ({P:intake}:processing:<replica>, see store/intake.ts).
  *
- * Global: P:meta (HASH: layout version, partition count) and the legacy v0.1 keys read only
- * to migrate them (P:schedule, P:run:<id>, P:outbox, P:evt:<id>).
+ * Global: P:meta (HASH: layout version, partition count), P:api-budget (the fleet's token
+ * bucket), P:reconcile-lease (who fetches the list of active runs), and the legacy v0.1 keys
+ * read only to migrate them (P:schedule, P:run:<id>, P:outbox, P:evt:<id>).
  */
 
 export const SLOTS = 16384;
@@ -41,6 +45,7 @@ export interface PartitionKeys {
   readonly tag: string | undefined;
   readonly due: string;
   readonly runs: string;
+  readonly created: string;
   readonly entries: string;
   readonly events: string;
   readonly dead: string;
@@ -48,6 +53,8 @@ export interface PartitionKeys {
   readonly attempts: string;
   readonly payloads: string;
   readonly disabled: string;
+  /** The deliveries of a target waiting out a failure (lua/delivery-settle.lua). */
+  retryIndex(targetKey: string): string;
   readonly moved: string;
   readonly probe: string;
   lastClaim(kind: 'poll' | 'delivery', replica: string): string;
@@ -71,6 +78,10 @@ export interface Layout {
   readonly intakeReplicas: string;
   readonly intakeProbe: string;
   readonly meta: string;
+  /** The fleet's API token bucket (lua/budget.lua). */
+  readonly apiBudget: string;
+  /** Held by the one replica fetching the list of active runs (reconciliation). */
+  readonly reconcileLease: string;
   readonly partitions: readonly PartitionKeys[];
   partitionOf(runId: string): PartitionKeys;
   readonly legacy: LegacyKeys;
@@ -117,6 +128,7 @@ function partitionKeys(prefix: string, index: number, n: number): PartitionKeys 
     tag,
     due: `${base}:due`,
     runs: `${base}:runs`,
+    created: `${base}:created`,
     entries: `${base}:entries`,
     events: `${base}:events`,
     dead: `${base}:dead`,
@@ -124,6 +136,7 @@ function partitionKeys(prefix: string, index: number, n: number): PartitionKeys 
     attempts: `${base}:attempts`,
     payloads: `${base}:payloads`,
     disabled: `${base}:disabled`,
+    retryIndex: (targetKey) => `${base}:retry:${createHash('sha1').update(targetKey).digest('hex').slice(0, 16)}`,
     moved: `${base}:moved`,
     probe: `${base}:probe`,
     lastClaim: (kind, replica) => `${base}:lastclaim:${kind}:${replica}`,
@@ -144,6 +157,8 @@ export function layoutFor(prefix: string, partitions = 1): Layout {
     intakeReplicas: `${intakeSlot}:replicas`,
     intakeProbe: `${intakeSlot}:probe`,
     meta: `${prefix}:meta`,
+    apiBudget: `${prefix}:api-budget`,
+    reconcileLease: `${prefix}:reconcile-lease`,
     partitions: list,
     partitionOf: (runId) => list[partitionIndex(runId, partitions)] as PartitionKeys,
     legacy: {

@@ -4,7 +4,8 @@ import type { FaultOptions, SimulatorOptions } from './server.ts';
 
 export const simulatorUsage = `Usage: letta-run-watcher simulate [options]
 
-Serves a Letta-compatible GET /v1/runs/{run_id} for demos, tests and benchmarks.
+Serves a Letta-compatible GET /v1/runs/{run_id}, GET /v1/runs/ (the list) and GET /v1/health/
+for demos, tests and benchmarks, and sends Letta's callback for runs created with a callback_url.
 Control endpoints: POST /v1/_sim/runs, POST /v1/_sim/faults, GET /v1/_sim/stats.
 
 Options:
@@ -20,6 +21,8 @@ Options:
   --hang-rate F          Fraction of run requests never answered
   --malformed-rate F     Fraction answered 200 with a broken body
   --quirk-rate F         Fraction of terminal runs shown with null stop_reason/completed_at
+  --callback-drop-rate F Fraction of Letta callbacks never sent (runs created with a callback_url)
+  --list-lag-ms N        How far GET /v1/runs/ lags behind GET /v1/runs/{run_id}
   --api-key-env NAME     Require "Authorization: Bearer <key>", the key read from env var NAME
 `;
 
@@ -36,6 +39,8 @@ const FLAG_OPTIONS = {
   'hang-rate': { type: 'string' },
   'malformed-rate': { type: 'string' },
   'quirk-rate': { type: 'string' },
+  'callback-drop-rate': { type: 'string' },
+  'list-lag-ms': { type: 'string' },
   'api-key-env': { type: 'string' },
 } as const;
 
@@ -46,6 +51,7 @@ const RATE_FLAGS = [
   ['hang-rate', 'hangRate'],
   ['malformed-rate', 'malformedRate'],
   ['quirk-rate', 'quirkRate'],
+  ['callback-drop-rate', 'callbackDropRate'],
 ] as const;
 
 function usageError(flag: string, value: string, expected: string): DaemonError {
@@ -108,6 +114,9 @@ export function parseSimulatorArgs(argv: string[], env: Record<string, string | 
   }
   if (values['latency-ms'] !== undefined) {
     faults.latencyMs = parseInteger('latency-ms', values['latency-ms'], 0, 3_600_000);
+  }
+  if (values['list-lag-ms'] !== undefined) {
+    faults.listLagMs = parseInteger('list-lag-ms', values['list-lag-ms'], 0, 3_600_000);
   }
   if (Object.keys(faults).length > 0) options.faults = faults;
 

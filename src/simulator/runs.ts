@@ -16,6 +16,15 @@ export interface SimRunSpec {
   outcome?: SimOutcome;
   agentId?: string;
   metadata?: Record<string, unknown> | null;
+  /** Letta POSTs its callback here once when the run ends (5 s timeout, no retry). */
+  callbackUrl?: string;
+}
+
+/** What Letta records on the run after trying its callback. */
+export interface CallbackRecord {
+  sentAt: number;
+  statusCode: number | null;
+  error: string | null;
 }
 
 /** Letta's `RunStatus` values. */
@@ -49,10 +58,10 @@ export interface RunBody {
   created_at: string;
   completed_at: string | null;
   stop_reason: StopReason | null;
-  callback_url: null;
-  callback_sent_at: null;
-  callback_status_code: null;
-  callback_error: null;
+  callback_url: string | null;
+  callback_sent_at: string | null;
+  callback_status_code: number | null;
+  callback_error: string | null;
   ttft_ns: number | null;
   total_duration_ns: number | null;
 }
@@ -68,6 +77,7 @@ export interface SimRun {
   readonly runningAt: number;
   readonly stopReason: StopReason | null;
   readonly metadata: Record<string, unknown> | null;
+  readonly callbackUrl: string | null;
   /** Sub-millisecond part of `completed_at` (0..999 µs): Letta's timestamps carry microseconds. */
   readonly completedMicros: number;
   readonly ttftNs: number;
@@ -130,6 +140,9 @@ export function validateRunSpec(spec: SimRunSpec, label = 'run'): void {
   ) {
     throw new DaemonError('ERR_USAGE', `${label}.metadata must be an object or null`);
   }
+  if (spec.callbackUrl !== undefined && (typeof spec.callbackUrl !== 'string' || !/^https?:\/\//.test(spec.callbackUrl))) {
+    throw new DaemonError('ERR_USAGE', `${label}.callbackUrl must be an http(s) URL (got ${JSON.stringify(spec.callbackUrl)})`);
+  }
 }
 
 function pickOutcome(weights: OutcomeWeights, roll: number): Exclude<SimOutcome, 'never'> {
@@ -190,6 +203,7 @@ export function createSimRun(
     runningAt: createdAt + createdPhaseMs,
     stopReason: pickStopReason(outcome, stopRoll),
     metadata: spec.metadata ?? null,
+    callbackUrl: spec.callbackUrl ?? null,
     completedMicros: Math.floor(microsRoll * 1000),
     ttftNs: Math.round(ttftMs * 1_000_000),
     quirkRoll,
@@ -221,7 +235,7 @@ export function formatNaiveUtcMicros(epochMs: number, micros: number): string {
  * The Run body at an instant. With `quirk`, a terminal run reports its terminal status while
  * `stop_reason` and `completed_at` are still null, as Letta Cloud sometimes does.
  */
-export function runBodyAt(run: SimRun, now: number, quirk = false): RunBody {
+export function runBodyAt(run: SimRun, now: number, quirk = false, callback?: CallbackRecord): RunBody {
   const phase = runPhaseAt(run, now);
   const terminal = phase === 'terminal' && run.finishesAt !== null;
   const durationNs =
@@ -239,10 +253,10 @@ export function runBodyAt(run: SimRun, now: number, quirk = false): RunBody {
     completed_at:
       terminal && !quirk && run.finishesAt !== null ? formatNaiveUtcMicros(run.finishesAt, run.completedMicros) : null,
     stop_reason: terminal && !quirk ? run.stopReason : null,
-    callback_url: null,
-    callback_sent_at: null,
-    callback_status_code: null,
-    callback_error: null,
+    callback_url: run.callbackUrl,
+    callback_sent_at: callback ? formatNaiveUtcMicros(callback.sentAt, 0) : null,
+    callback_status_code: callback?.statusCode ?? null,
+    callback_error: callback?.error ?? null,
     ttft_ns: phase === 'created' ? null : run.ttftNs,
     total_duration_ns: terminal && durationNs !== null ? Math.round(durationNs) : null,
   };

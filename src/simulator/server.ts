@@ -8,7 +8,8 @@ import {
   runBodyAt,
   runPhaseAt,
 } from './runs.ts';
-import type { OutcomeWeights, RunDefaults, RunPhase, SimOutcome, SimRun, SimRunSpec } from './runs.ts';
+import type { CallbackRecord, OutcomeWeights, RunDefaults, RunPhase, SimOutcome, SimRun, SimRunSpec } from './runs.ts';
+import { listPage, parseListQuery } from './list.ts';
 
 export type { SimOutcome, SimRunSpec } from './runs.ts';
 
@@ -34,6 +35,10 @@ export interface FaultOptions {
   malformedRate: number;
   /** Fraction of terminal runs reported with stop_reason and completed_at still null. */
   quirkRate: number;
+  /** Fraction of Letta's callbacks never sent (the server died at the wrong moment, say). */
+  callbackDropRate: number;
+  /** How far behind retrieve the list is: it shows each run's status of this long ago. */
+  listLagMs: number;
 }
 
 export interface SimulatorOptions {
@@ -46,12 +51,19 @@ export interface SimulatorOptions {
   faults?: Partial<FaultOptions>;
   now?: () => number;
   random?: () => number;
+  /** Called for every request to a runs route (retrieve and list), before it is answered. */
+  onRequest?: (path: string) => void;
 }
 
 export interface SimStats {
-  /** Requests to Letta's runs routes (health checks are counted apart, in `healthChecks`). */
+  /** Requests to Letta's runs routes, list included (health checks are counted apart, in `healthChecks`). */
   requests: number;
   healthChecks: number;
+  /** GET /v1/runs/ requests, and the bytes of all run answers (retrieve and list). */
+  listRequests: number;
+  responseBytes: number;
+  /** Letta callbacks: sent, dropped on purpose, and failed (no 2xx, or no answer in 5 s). */
+  callbacks: { sent: number; dropped: number; failed: number };
   /** Answers by HTTP status ("200", "429", ...); requests left hanging count under "hung". */
   byStatus: Record<string, number>;
   runsCreated: number;
@@ -88,9 +100,11 @@ export const DEFAULT_FAULTS: Readonly<FaultOptions> = {
   hangRate: 0,
   malformedRate: 0,
   quirkRate: 0,
+  callbackDropRate: 0,
+  listLagMs: 0,
 };
 
-const RATE_KEYS = ['errorRate', 'rateLimitRate', 'conflictRate', 'hangRate', 'malformedRate', 'quirkRate'] as const;
+const RATE_KEYS = ['errorRate', 'rateLimitRate', 'conflictRate', 'hangRate', 'malformedRate', 'quirkRate', 'callbackDropRate'] as const;
 const FAULT_KEYS: readonly string[] = Object.keys(DEFAULT_FAULTS);
 const RUNS_PREFIX = '/v1/runs/';
 const SIM_PREFIX = '/v1/_sim/';
@@ -192,6 +206,8 @@ function validateOptions(options: SimulatorOptions): { host: string; port: numbe
 interface RunEntry {
   run: SimRun;
   polls: number;
+  /** Letta's record of its callback attempt, once made. */
+  callback?: CallbackRecord | undefined;
   /** Last serialised body and the phase it belongs to: the body only changes between phases. */
   cachedKey: RunPhase | 'quirk' | null;
   cachedBody: string;
@@ -202,7 +218,7 @@ function parseCreateBody(body: unknown): SimRunSpec[] {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
     throw new DaemonError('ERR_USAGE', 'body must be a JSON object');
   }
-  const known = ['count', 'id', 'duration_ms', 'outcome', 'metadata', 'agent_id'];
+  const known = ['count', 'id', 'duration_ms', 'outcome', 'metadata', 'agent_id', 'callback_url'];
   for (const key of Object.keys(body)) {
     if (!known.includes(key)) throw new DaemonError('ERR_USAGE', `${key}: unknown field (known: ${known.join(', ')})`);
   }
@@ -244,6 +260,13 @@ function parseCreateBody(body: unknown): SimRunSpec[] {
     }
     spec.metadata = metadata as Record<string, unknown> | null;
   }
+  const callbackUrl = b['callback_url'];
+  if (callbackUrl !== undefined) {
+    if (typeof callbackUrl !== 'string' || !/^https?:\/\//.test(callbackUrl)) {
+      throw new DaemonError('ERR_USAGE', `callback_url: must be an http(s) URL (got ${JSON.stringify(callbackUrl)})`);
+    }
+    spec.callbackUrl = callbackUrl;
+  }
   const agentId = b['agent_id'];
   if (agentId !== undefined) {
     if (typeof agentId !== 'string' || agentId.length === 0) {
@@ -265,6 +288,9 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   const byStatus: Record<string, number> = {};
   let requests = 0;
   let healthChecks = 0;
+  let listRequests = 0;
+  let responseBytes = 0;
+  const callbackStats = { sent: 0, dropped: 0, failed: 0 };
   let runsCreated = 0;
   let distinctPolled = 0;
   // Latency timers still pending; close() clears them so it does not wait out the delay.
@@ -277,6 +303,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
 
   function send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = JSON_HEADERS): void {
     count(String(status));
+    responseBytes += Buffer.byteLength(body);
     if (res.destroyed) return;
     res.writeHead(status, { ...headers, 'content-length': Buffer.byteLength(body) });
     res.end(body);
@@ -287,9 +314,49 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       throw new DaemonError('ERR_USAGE', `run id already exists: ${spec.id}`);
     }
     const run = createSimRun(spec, { now: now(), random, defaults });
-    runs.set(run.id, { run, polls: 0, cachedKey: null, cachedBody: '' });
+    const entry: RunEntry = { run, polls: 0, cachedKey: null, cachedBody: '' };
+    runs.set(run.id, entry);
     runsCreated++;
+    if (run.callbackUrl !== null && run.finishesAt !== null) scheduleCallback(entry);
     return { id: run.id, agentId: run.agentId, finishesAt: run.finishesAt, outcome: run.outcome };
+  }
+
+  /**
+   * Letta's callback: one POST of {run_id, status, completed_at, metadata} when the run ends,
+   * a 5 s timeout, no retry, no signature; the outcome is recorded on the run.
+   */
+  function scheduleCallback(entry: RunEntry): void {
+    const { run } = entry;
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      if (closing || run.callbackUrl === null) return;
+      if (random() < faults.callbackDropRate) {
+        callbackStats.dropped++;
+        return;
+      }
+      const body = runBodyAt(run, now());
+      const sentAt = now();
+      fetch(run.callbackUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ run_id: run.id, status: body.status, completed_at: body.completed_at, metadata: run.metadata }),
+        signal: AbortSignal.timeout(5000),
+      }).then(
+        async (r) => {
+          await r.body?.cancel();
+          if (r.status < 200 || r.status >= 300) callbackStats.failed++;
+          else callbackStats.sent++;
+          entry.callback = { sentAt, statusCode: r.status, error: null };
+          entry.cachedKey = null;
+        },
+        (err: unknown) => {
+          callbackStats.failed++;
+          entry.callback = { sentAt, statusCode: null, error: (err as Error).message };
+          entry.cachedKey = null;
+        },
+      );
+    }, Math.max(0, (run.finishesAt ?? 0) - now()));
+    timers.add(timer);
   }
 
   function runBodyJson(entry: RunEntry): string {
@@ -298,7 +365,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     const quirk = phase === 'terminal' && entry.run.quirkRoll < faults.quirkRate;
     const key = quirk ? 'quirk' : phase;
     if (entry.cachedKey !== key) {
-      entry.cachedBody = JSON.stringify(runBodyAt(entry.run, t, quirk));
+      entry.cachedBody = JSON.stringify(runBodyAt(entry.run, t, quirk, entry.callback));
       entry.cachedKey = key;
     }
     return entry.cachedBody;
@@ -332,22 +399,39 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     }
   }
 
-  function answerRun(req: IncomingMessage, res: ServerResponse, rawId: string, id: string | null, entry: RunEntry | undefined): void {
+  /** The faults every Letta runs route can meet; true when one answered (or hung) the request. */
+  function faulted(res: ServerResponse): boolean {
     if (faults.hangRate > 0 && random() < faults.hangRate) {
       // No answer at all; close() or the client's own timeout ends the socket.
       count('hung');
-      return;
+      return true;
     }
     if (faults.rateLimitRate > 0 && random() < faults.rateLimitRate) {
-      return send(res, 429, RATE_LIMIT_BODY, { ...JSON_HEADERS, 'retry-after': String(faults.retryAfterSeconds) });
+      send(res, 429, RATE_LIMIT_BODY, { ...JSON_HEADERS, 'retry-after': String(faults.retryAfterSeconds) });
+      return true;
     }
     if (faults.conflictRate > 0 && random() < faults.conflictRate) {
-      return send(res, 409, CONFLICT_BODY, { ...JSON_HEADERS, 'retry-after': '1' });
+      send(res, 409, CONFLICT_BODY, { ...JSON_HEADERS, 'retry-after': '1' });
+      return true;
     }
     if (faults.errorRate > 0 && random() < faults.errorRate) {
       const [status, body] = SERVER_ERRORS[Math.floor(random() * SERVER_ERRORS.length)] ?? SERVER_ERRORS[0]!;
-      return send(res, status, body);
+      send(res, status, body);
+      return true;
     }
+    return false;
+  }
+
+  function answerList(req: IncomingMessage, res: ServerResponse, search: URLSearchParams): void {
+    if (faulted(res)) return;
+    if (expectedAuth !== undefined && req.headers.authorization !== expectedAuth) return send(res, 401, UNAUTHORIZED_BODY);
+    const q = parseListQuery(search);
+    if ('error' in q) return send(res, 422, q.error);
+    send(res, 200, JSON.stringify(listPage(runs.values(), q, now(), faults.listLagMs)));
+  }
+
+  function answerRun(req: IncomingMessage, res: ServerResponse, rawId: string, id: string | null, entry: RunEntry | undefined): void {
+    if (faulted(res)) return;
     if (faults.malformedRate > 0 && random() < faults.malformedRate) {
       return malformedBody(res, id ?? '', entry);
     }
@@ -438,7 +522,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   }
 
   function stats(): SimStats {
-    return { requests, healthChecks, byStatus: { ...byStatus }, runsCreated, pollsByRun: distinctPolled };
+    return { requests, healthChecks, listRequests, responseBytes, callbacks: { ...callbackStats }, byStatus: { ...byStatus }, runsCreated, pollsByRun: distinctPolled };
   }
 
   const server = createServer((req, res) => {
@@ -453,6 +537,24 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       return;
     }
     requests++;
+    options.onRequest?.(url);
+    if (path === RUNS_PREFIX && req.method === 'GET') {
+      listRequests++;
+      const search = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
+      if (faults.latencyMs > 0) {
+        const timer = setTimeout(() => {
+          timers.delete(timer);
+          answerList(req, res, search);
+        }, faults.latencyMs);
+        timers.add(timer);
+        return;
+      }
+      return answerList(req, res, search);
+    }
+    if (path === '/v1/runs' && req.method === 'GET') {
+      // FastAPI redirects a path without its trailing slash.
+      return send(res, 307, '', { location: `/v1/runs/${q === -1 ? '' : url.slice(q)}` });
+    }
     if (path.startsWith(RUNS_PREFIX)) {
       const rawId = path.slice(RUNS_PREFIX.length);
       if (req.method === 'GET' && rawId.length > 0 && !rawId.includes('/')) return handleRunGet(req, res, rawId);

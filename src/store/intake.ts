@@ -40,6 +40,11 @@ export interface IntakeResult {
   accepted: number;
   duplicates: number;
   rejected: number;
+  /**
+   * A partition that could not take its entries (N > 1): the others did, and the batch stays in
+   * this replica's processing list to be tried again.
+   */
+  failure?: unknown;
 }
 
 export interface IntakeStore {
@@ -50,6 +55,11 @@ export interface IntakeStore {
    * has an entry or `timeoutMs` pass; true when there is one.
    */
   waitForEntries(blocking: RedisClient, timeoutMs: number): Promise<boolean>;
+  /**
+   * The idle turn (N > 1; a no-op with one partition): shows this replica alive, and adopts the
+   * processing list of a replica whose liveness ran out.
+   */
+  heartbeat(): Promise<IntakeResult | undefined>;
   /** The intake rules without the daemon: '' per valid entry, else why it would be dead-lettered. */
   check(entries: readonly string[]): Promise<string[]>;
   /**
@@ -127,13 +137,18 @@ export function makeIntakeStore(ctx: StoreContext, limits: IntakeLimits, timing:
       if (!pairs) byPartition.set(index, (pairs = []));
       pairs.push(`${batch}:${i}`, raw);
     });
-    const results = await Promise.all([...byPartition].map(([index, pairs]) => applyArgs(index, pairs) as Promise<number[]>));
-    for (const [, accepted, duplicates, rejected] of results) {
+    const results = await Promise.allSettled([...byPartition].map(([index, pairs]) => applyArgs(index, pairs) as Promise<number[]>));
+    for (const r of results) {
+      if (r.status === 'rejected') {
+        total.failure ??= r.reason;
+        continue;
+      }
+      const [, accepted, duplicates, rejected] = r.value;
       total.accepted += num(accepted);
       total.duplicates += num(duplicates);
       total.rejected += num(rejected);
     }
-    await scripts.run('intake-done', [layout.intakeProcessing(replica), layout.intakeBatch(replica)], [batch]);
+    if (total.failure === undefined) await scripts.run('intake-done', [layout.intakeProcessing(replica), layout.intakeBatch(replica)], [batch]);
     return total;
   }
 
@@ -157,6 +172,18 @@ export function makeIntakeStore(ctx: StoreContext, limits: IntakeLimits, timing:
           ? await blocking.blmove(layout.intake, layout.intakeProcessing(replica), 'RIGHT', 'LEFT', seconds)
           : await blocking.blmove(layout.intake, layout.intake, 'RIGHT', 'RIGHT', seconds);
       return got !== null;
+    },
+    async heartbeat() {
+      if (n === 1) return undefined;
+      // The idle turn: adopt a dead replica's processing list if there is one (take does),
+      // else just show life.
+      if ((await orphan()) !== '') {
+        lastOrphanCheck = -Infinity;
+        return await takePartitioned();
+      }
+      const [time] = await ctx.client.time();
+      await ctx.client.zadd(layout.intakeReplicas, Number(time) * 1000 + timing.livenessMs, replica);
+      return undefined;
     },
     async check(entries) {
       if (entries.length === 0) return [];

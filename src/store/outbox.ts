@@ -37,10 +37,17 @@ export interface Outbox {
 
 /** The one-letter op codes of delivery-settle.lua. */
 const SETTLE_CODES = { delivered: 'S', retry: 'F', 'dead-letter': 'X', 'hand-back': 'B' } as const;
+/**
+ * When a target answers 2xx again, each success releases this many of its deliveries waiting
+ * out a failure, this far apart: a recovered endpoint catches up within seconds, but gently.
+ */
+const RELEASE_PER_SUCCESS = 10;
+const RELEASE_SPACING_MS = 20;
 /** In an attempts record "<attempts>:<counter>", the counter is the second field (renew.lua). */
 const DELIVERY_COUNTER_FIELD = 2;
 
-export function makeOutbox(ctx: StoreContext): Outbox {
+/** `onReleased`: deliveries of a recovered target were made due now (wake the delivery loop). */
+export function makeOutbox(ctx: StoreContext, onReleased?: (partition: number, count: number) => void): Outbox {
   let claims = 0;
   return {
     async claim(index, limit, leaseMs) {
@@ -69,16 +76,30 @@ export function makeOutbox(ctx: StoreContext): Outbox {
     async settle(index, ops) {
       if (ops.length === 0) return [];
       const p = partition(ctx, index);
-      const args: (string | number)[] = [];
+      const keys = [p.webhooks, p.attempts, p.payloads, p.dead, p.disabled];
+      // Each op names its target's retry index by its place in KEYS (1-based, as Lua counts).
+      const place = new Map<string, number>();
+      const retryKey = (member: string) => {
+        const key = p.retryIndex(parseDeliveryMember(member).targetKey);
+        let at = place.get(key);
+        if (at === undefined) {
+          keys.push(key);
+          place.set(key, (at = keys.length));
+        }
+        return at;
+      };
+      const args: (string | number)[] = [RELEASE_PER_SUCCESS, RELEASE_SPACING_MS];
       for (const op of ops) {
         const code = SETTLE_CODES[op.kind];
-        if (op.kind === 'delivered') args.push(code, op.member, op.counter, '', '');
-        else if (op.kind === 'retry') args.push(code, op.member, op.counter, Math.max(0, Math.round(op.delayMs)), op.attempts);
-        else if (op.kind === 'dead-letter') args.push(code, op.member, op.counter, op.deadLetterJson, op.disableTarget ? '1' : '');
-        else args.push(code, op.member, op.counter, Math.max(0, Math.round(op.delayMs)), '');
+        const r = retryKey(op.member);
+        if (op.kind === 'delivered') args.push(code, op.member, op.counter, '', '', r);
+        else if (op.kind === 'retry') args.push(code, op.member, op.counter, Math.max(0, Math.round(op.delayMs)), op.attempts, r);
+        else if (op.kind === 'dead-letter') args.push(code, op.member, op.counter, op.deadLetterJson, op.disableTarget ? '1' : '', r);
+        else args.push(code, op.member, op.counter, Math.max(0, Math.round(op.delayMs)), '', r);
       }
-      const r = (await ctx.scripts.run('delivery-settle', [p.webhooks, p.attempts, p.payloads, p.dead, p.disabled], args)) as number[];
-      return r.map((v) => v === 1);
+      const [results, released] = (await ctx.scripts.run('delivery-settle', keys, args)) as [number[], number];
+      if (released > 0) onReleased?.(index, released);
+      return results.map((v) => v === 1);
     },
     async renew(index, deliveries, leaseMs) {
       if (deliveries.length === 0) return [];

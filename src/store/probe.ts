@@ -13,7 +13,7 @@ export async function probeRedis(ctx: StoreContext, timeoutMs: number, describe:
     ...layout.partitions.map((p) => ({
       probe: p.probe,
       keys: [
-        [p.due, 'zset'], [p.runs, 'hash'], [p.entries, 'hash'], [p.events, 'stream'], [p.dead, 'list'], [p.webhooks, 'zset'],
+        [p.due, 'zset'], [p.runs, 'hash'], [p.created, 'zset'], [p.entries, 'hash'], [p.events, 'stream'], [p.dead, 'list'], [p.webhooks, 'zset'],
         [p.attempts, 'hash'], [p.payloads, 'hash'], [p.disabled, 'set'], [p.moved, 'zset'],
       ] as [string, string][],
     })),

@@ -41,6 +41,13 @@ export interface RunStore {
   renew(partition: number, runs: readonly { runId: string; counter: string }[], leaseMs: number): Promise<boolean[]>;
   /** The raw JSON intake entry of a watched run (null for a bare ID). */
   entryOf(partition: number, runId: string): Promise<string | null>;
+  /**
+   * Reconciles a partition with a page of active runs (lua/reconcile.lua): `listed` are the
+   * page's runs in this partition, `oldestMs` the page's oldest created_at when it was full.
+   */
+  reconcile(partition: number, listed: readonly string[], oldestMs: number | undefined, safetyGapMs: number): Promise<{ dueNow: number; pushed: number }>;
+  /** A hint that a run may have ended: due now if watched; false when it is not watched. */
+  hint(partition: number, runId: string): Promise<boolean>;
 }
 
 /** The one-letter op codes of settle.lua. */
@@ -98,7 +105,7 @@ export function makeRunStore(ctx: StoreContext, durability?: Durability): RunSto
         else if (op.kind === 'commit') args.push(code, op.runId, op.counter, op.eventJson, op.eventId, op.targets.join('\n'));
         else args.push(code, op.runId, op.counter, op.deadLetterJson, '', '');
       }
-      const keys = [p.due, p.runs, p.entries, p.events, p.webhooks, p.attempts, p.payloads, p.dead];
+      const keys = [p.due, p.runs, p.entries, p.events, p.webhooks, p.attempts, p.payloads, p.dead, p.created];
       const commits = ops.some((op) => op.kind === 'commit');
       if (!durability || durability.waitReplicas === 0 || !commits) {
         const [results] = (await ctx.scripts.run('settle', keys, args)) as [number[], string[]];
@@ -124,6 +131,15 @@ export function makeRunStore(ctx: StoreContext, durability?: Durability): RunSto
     },
     async entryOf(index, runId) {
       return await ctx.client.hget(partition(ctx, index).entries, runId);
+    },
+    async reconcile(index, listed, oldestMs, safetyGapMs) {
+      const p = partition(ctx, index);
+      const r = (await ctx.scripts.run('reconcile', [p.due, p.runs, p.created], [oldestMs === undefined ? '-inf' : Math.floor(oldestMs), safetyGapMs, ...listed])) as unknown[];
+      return { dueNow: num(r[0]), pushed: num(r[1]) };
+    },
+    async hint(index, runId) {
+      const p = partition(ctx, index);
+      return num(await ctx.scripts.run('hint', [p.due, p.runs], [runId])) === 1;
     },
   };
 }

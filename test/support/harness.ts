@@ -95,7 +95,9 @@ export type EnvOverrides = Record<string, string | undefined>;
 
 /**
  * The environment of a test daemon: shared Redis, private prefix, fast cadence, no HTTP server,
- * silent logs. `overrides` win; `undefined` removes a variable.
+ * silent logs, and no reconciliation with the list of active runs (most suites count or fault
+ * the requests for single runs; the detection and chaos suites turn it on). `overrides` win;
+ * `undefined` removes a variable.
  */
 export function testEnv(overrides: EnvOverrides = {}): Record<string, string> {
   const env: Record<string, string | undefined> = {
@@ -103,6 +105,7 @@ export function testEnv(overrides: EnvOverrides = {}): Record<string, string> {
     WATCHER_KEY_PREFIX: newPrefix(),
     WATCHER_POLL_INITIAL_MS: '50',
     WATCHER_POLL_MAX_MS: '200',
+    WATCHER_RECONCILE_MS: '0',
     WATCHER_HTTP_PORT: '0',
     WATCHER_LOG_LEVEL: 'silent',
     ...overrides,
@@ -460,4 +463,15 @@ export function answeredHealth(req: IncomingMessage, res: ServerResponse): boole
   res.writeHead(200, { 'content-type': 'application/json' });
   res.end('{"version":"test","status":"ok"}');
   return true;
+}
+
+/** A metric's value from a registry (the sum over label sets matching `labels`, e.g. 'type="run.failed"'). */
+export async function metric(registry: { getSingleMetricAsString(name: string): Promise<string> }, name: string, labels = ''): Promise<number> {
+  const text = await registry.getSingleMetricAsString(name);
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#') || !line.startsWith(name) || !line.includes(labels)) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
 }

@@ -63,6 +63,8 @@ for i, id in ipairs(ids) do
     local polls_before = r.p
     r.c = r.c + 1
     r.p = r.p + 1
+    r.l = now
+    set_flag(r, 'h')
     runs[#runs + 1] = id
     runs[#runs + 1] = pack_run(r)
     due[#due + 1] = lease_end

@@ -42,7 +42,8 @@ local moved_runs, moved_deliveries = 0, 0
 for i, run in ipairs(runs) do
   local f = run.f
   if f[1] and run.score and not run.exists then
-    local rec = { e = tonumber(f[1]), d = tonumber(f[2]) or 0, p = tonumber(f[3]) or 0, c = tonumber(f[4]) or 0, k = '', f = '', w = f[6] or '' }
+    local rec = new_run(tonumber(f[1]), tonumber(f[2]) or 0, f[6])
+    rec.p, rec.c = tonumber(f[3]) or 0, tonumber(f[4]) or 0
     redis.call('HSET', KEYS[4], run.id, pack_run(rec))
     if f[5] then redis.call('HSET', KEYS[5], run.id, f[5]) end
     redis.call('ZADD', KEYS[3], run.score, run.id)

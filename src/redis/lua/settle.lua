@@ -3,11 +3,12 @@
   has not passed; a replica that lost its lease has its ops refused.
   Input:
     KEYS[1] due   KEYS[2] runs   KEYS[3] entries   KEYS[4] events   KEYS[5] webhooks
-    KEYS[6] attempts   KEYS[7] payloads   KEYS[8] dead
+    KEYS[6] attempts   KEYS[7] payloads   KEYS[8] dead   KEYS[9] created (run id -> created_at
+    ms, the index reconcile.lua reads)
     ARGV[1] delay of a new delivery's first attempt (ms)
     ARGV[2..] ops, 6 values each: kind, run id, counter, a, b, c
       R  reschedule: a = delay ms; b = '1' if the run was polled, '0' if not (gives back the
-         poll its claim counted); c = the run's created_at ms to remember, or ''
+         poll its claim counted); c = the run's created_at ms to remember (and index), or ''
       C  commit: a = event JSON; b = event id; c = configured target keys, \n-joined. Appends
          the event, records one delivery per target (and per-run target) and drops the run:
          all or nothing.
@@ -23,7 +24,7 @@
 --- @include run_record
 
 local bad = check_types({ KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'hash', KEYS[4], 'stream', KEYS[5], 'zset',
-  KEYS[6], 'hash', KEYS[7], 'hash', KEYS[8], 'list' })
+  KEYS[6], 'hash', KEYS[7], 'hash', KEYS[8], 'list', KEYS[9], 'zset' })
 if bad then return bad end
 local now = redis_now()
 local first = tonumber(ARGV[1])
@@ -61,7 +62,7 @@ for i, m in ipairs(members) do
 end
 
 -- Writes from here on.
-local out, due, runs, drop, webhooks, attempts, recorded = {}, {}, {}, {}, {}, {}, {}
+local out, due, runs, drop, webhooks, attempts, recorded, created = {}, {}, {}, {}, {}, {}, {}, {}
 for _, op in ipairs(ops) do
   out[#out + 1] = op.ok and 1 or 0
   if op.ok then
@@ -69,9 +70,16 @@ for _, op in ipairs(ops) do
     if op.kind == 'R' then
       due[#due + 1] = now + tonumber(op.a)
       due[#due + 1] = op.id
-      local changed = false
+      -- No longer held (reconcile.lua and hint.lua may now move its next poll).
+      local changed = has_flag(r, 'h')
+      clear_flag(r, 'h')
       if op.b == '0' then r.p = r.p - 1; changed = true end
-      if op.c ~= '' and r.k == '' then r.k = op.c; changed = true end
+      if op.c ~= '' and r.k == '' then
+        r.k = op.c
+        changed = true
+        created[#created + 1] = tonumber(op.c)
+        created[#created + 1] = op.id
+      end
       if changed then
         runs[#runs + 1] = op.id
         runs[#runs + 1] = pack_run(r)
@@ -108,4 +116,6 @@ chunked('HSET', KEYS[6], attempts, 2)
 chunked('ZREM', KEYS[1], drop, 1)
 chunked('HDEL', KEYS[2], drop, 1)
 chunked('HDEL', KEYS[3], drop, 1)
+chunked('ZADD', KEYS[9], created, 2)
+chunked('ZREM', KEYS[9], drop, 1)
 return { out, recorded }

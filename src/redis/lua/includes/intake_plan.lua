@@ -58,7 +58,9 @@ local function new_intake_plan(K, L, now, at)
       plan.duplicates = plan.duplicates + 1
       return
     end
-    records[v.id] = { e = now, d = now + (v.max_watch or L.def_max_watch), p = 0, c = 0, k = '', f = '', w = v.target or '', dirty = true, new = true }
+    local rec = new_run(now, now + (v.max_watch or L.def_max_watch), v.target)
+    rec.dirty, rec.new = true, true
+    records[v.id] = rec
     order[#order + 1] = v.id
     if v.keep then
       entries[#entries + 1] = v.id
