@@ -8,7 +8,10 @@
  *   - the Letta simulator answers 10 % 5xx, 5 % 429 with Retry-After, leaves 2 % of requests
  *     hanging, and sends 1 % malformed bodies (a wire tap in front of it counts what it sent);
  *   - the webhook receiver (two targets: event format and Letta's callback format) fails 30 %
- *     of requests and is down entirely for a while;
+ *     of first attempts and is down entirely for a while (a delivery that failed twice waits
+ *     out 5 minutes unless a later success to its endpoint releases it, so failing retries on
+ *     purpose could leave the last deliveries waiting past the drain; the outage still
+ *     pushes deliveries back to 5 minutes, and catching up is what brings them);
  *   - a random replica is `kill -9`'d every few seconds and restarted;
  *   - the private redis-server (AOF on, appendfsync always) is restarted once mid-run.
  * At the end it prints the figures and checks them; the exit code is 1 when a check fails.
@@ -344,10 +347,13 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
 
     const rxRandom = seeded(o.seed ^ 0xbeef);
     let failedOnPurpose = 0;
+    const tried = new Set<string>();
     const rx: Receiver = await startReceiver({
       secrets: [secret],
-      respond: () => {
-        if (rxRandom() < o.receiverFailRate) {
+      respond: (req) => {
+        const first = !tried.has(`${req.path} ${req.id}`);
+        tried.add(`${req.path} ${req.id}`);
+        if (first && rxRandom() < o.receiverFailRate) {
           failedOnPurpose++;
           return { status: rxRandom() < 0.5 ? 500 : 503, body: 'chaos' };
         }

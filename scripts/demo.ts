@@ -169,8 +169,10 @@ async function main(): Promise<number> {
   let lastId = '0';
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
-    const delivered = new Set(receiver.received.filter((r) => r.verified && r.path === '/events').map((r) => r.id));
-    const allDelivered = [...events.values()].every((e) => delivered.has(e.id));
+    // Both targets, the envelope and Letta's callback body, before the daemon is stopped.
+    const delivered = (path: string) => new Set(receiver.received.filter((r) => r.verified && r.path === path).map((r) => r.id));
+    const [envelopes, callbacks] = [delivered('/events'), delivered('/letta-callback')];
+    const allDelivered = [...events.values()].every((e) => envelopes.has(e.id) && callbacks.has(e.id));
     const deadLetter = (await producer.lrange(`${prefix}:dead`, 0, -1)).some((d) => d.includes(malformed));
     if (events.size === runs.length - 1 && allDelivered && deadLetter) break;
     const res = (await producer.xread('COUNT', 100, 'BLOCK', 250, 'STREAMS', `${prefix}:events`, lastId)) as [string, [string, string[]][]][] | null;

@@ -5,7 +5,7 @@ import { formatReport, runChaos } from '../scripts/chaos.ts';
  * The chaos run of scripts/chaos.ts, small enough for CI: 300 runs through 3 replicas of the
  * real binary; the simulator injects 5xx, 429 with Retry-After, hung requests and malformed
  * bodies; 3 replicas are kill -9'd and restarted; the private redis-server (AOF, appendfsync
- * always) restarts once; the webhook receiver fails 30 % of requests and is down for 3 s. The
+ * always) restarts once; the webhook receiver fails 30 % of first attempts and is down for 3 s. The
  * full-size run is `node scripts/chaos.ts` (2000 runs, a kill every few seconds, 20 s outage).
  */
 
