@@ -52,14 +52,12 @@ export function parseRetryAfter(value: string | string[] | undefined, now: numbe
 
 export const TERMINAL_STATUSES = ['completed', 'failed', 'cancelled'] as const;
 export type TerminalStatus = (typeof TERMINAL_STATUSES)[number];
-export type EventType = `run.${TerminalStatus}` | 'run.not_found' | 'run.expired';
-export const EVENT_TYPES: readonly EventType[] = ['run.completed', 'run.failed', 'run.cancelled', 'run.not_found', 'run.expired'];
 
 /** Statuses Letta has used for runs still in progress, including older job statuses. */
 const PENDING_STATUSES = new Set(['created', 'running', 'pending']);
 
 export type RunState =
-  | { terminal: true; type: EventType }
+  | { terminal: true; type: `run.${TerminalStatus}` }
   | { terminal: false; known: boolean };
 
 /**

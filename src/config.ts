@@ -1,9 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DaemonError } from './errors.ts';
+import { OPS_EVENT_TYPES, RUN_EVENT_TYPES } from './events.ts';
+import { STOP_REASONS } from './letta-client.ts';
 import { hashTagOf } from './redis/keys.ts';
 import { redactUrl } from './redact.ts';
 import type { IntakeLimits } from './store/intake.ts';
+import { formatExists, formatNames } from './webhooks/format.ts';
 
 /**
  * Configuration: `config/default.json`, then the JSON file named by WATCHER_CONFIG, then the
@@ -17,12 +20,43 @@ const positiveInt = z.number().int().positive();
 const fraction = z.number().min(0).max(1);
 const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
 
-const webhookTarget = z.strictObject({
-  url: httpUrl,
-  name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 letters, digits, "_", "." or "-"').optional(),
-  format: z.enum(['event', 'letta']).default('event'),
-  headers: z.record(z.string(), z.string()).default({}),
+/** An event type, or a family of them: `run.*`, `endpoint.*`, `delivery.*`, `*`. */
+const eventTypePattern = z.string().refine((t) => matchesAnyType(t), {
+  error: (i) => `must be an event type (${[...RUN_EVENT_TYPES, ...OPS_EVENT_TYPES].join(', ')}) or a wildcard (run.*, endpoint.*, delivery.*, *) (got ${JSON.stringify(i.input)})`,
 });
+
+const webhookTarget = z
+  .strictObject({
+    url: httpUrl,
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 letters, digits, "_", "." or "-"').optional(),
+    format: z
+      .string()
+      .refine(formatExists, { error: (i) => `must be one of ${formatNames().join(', ')} (got ${JSON.stringify(i.input)})` })
+      .default('event'),
+    headers: z.record(z.string(), z.string()).default({}),
+    /** Which events go here (default: the format's, else run.*); operator events only when listed. */
+    types: z.array(eventTypePattern).min(1).optional(),
+    /** Only run events whose stop reason is one of these (e.g. requires_approval). */
+    stopReasons: z.array(z.enum(STOP_REASONS, { error: (i) => `must be one of Letta's stop reasons (${STOP_REASONS.join(', ')}) (got ${JSON.stringify(i.input)})` })).min(1).optional(),
+    /** Alertmanager: static labels on every alert. */
+    labels: z
+      .record(z.string(), z.string())
+      .superRefine((labels, ctx) => {
+        for (const name of Object.keys(labels)) {
+          if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) ctx.addIssue({ code: 'custom', path: [name], message: 'must be a Prometheus label name (letters, digits, "_"; not starting with a digit)' });
+        }
+      })
+      .default({}),
+    /** PagerDuty: the environment variable holding the routing key (never the key itself). */
+    routingKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional(),
+    /** Alertmanager: how long a one-off alert stays active. */
+    resolveAfterMs: positiveInt.default(3_600_000),
+    /** Alertmanager: how often a stalled run's alert is re-sent while it stays stalled. */
+    repeatMs: z.number().int().min(1000).default(300_000),
+    /** CloudEvents: the `source` attribute. */
+    source: z.string().min(1).default('urn:letta-run-watcher'),
+  })
+  .refine((t) => t.format !== 'pagerduty' || t.routingKeyEnv !== undefined, { error: 'a pagerduty target needs the name of the environment variable that holds its routing key', path: ['routingKeyEnv'] });
 
 const schema = z.strictObject({
   letta: z.strictObject({
@@ -61,6 +95,8 @@ const schema = z.strictObject({
     reconcileEveryMs: ms,
     safetyGapMs: positiveInt,
     apiRps: z.number().min(0),
+    /** A run still going this long after it was created is reported once as run.stalled; 0 = never. */
+    stalledAfterMs: ms,
   }),
   callbacks: z.strictObject({ ratePerSecond: z.number().min(1) }),
   intake: z.strictObject({
@@ -84,6 +120,10 @@ const schema = z.strictObject({
     concurrency: z.number().int().min(1).max(1000),
     retryAfterCapMs: ms,
     leaseMs: z.number().int().min(1000),
+    /** endpoint.failing after this many deliveries in a row got no 2xx. */
+    failingAfter: z.number().int().min(1).max(1000),
+    /** At most one operator event of a kind per endpoint per this many ms. */
+    opsEventGapMs: ms,
   }),
   http: z.strictObject({
     host: z.string().min(1),
@@ -102,6 +142,8 @@ const schema = z.strictObject({
     webhookSecrets: z.array(
       z.string().regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, 'must be whsec_ followed by base64 (value not shown)'),
     ),
+    /** Routing keys (PagerDuty) by the environment variable a target names. */
+    routingKeys: z.record(z.string(), z.string()),
   }),
 });
 
@@ -128,6 +170,7 @@ export const ENV_VARS: readonly (readonly [name: string, path: string, kind: Env
   ['WATCHER_API_RPS', 'poll.apiRps', 'number'],
   ['WATCHER_RECONCILE_MS', 'poll.reconcileEveryMs', 'number'],
   ['WATCHER_SAFETY_GAP_MS', 'poll.safetyGapMs', 'number'],
+  ['WATCHER_STALLED_AFTER_MS', 'poll.stalledAfterMs', 'number'],
   ['WATCHER_CALLBACK_TOKEN', 'secrets.callbackToken', 'secret'],
   ['WATCHER_POLL_INITIAL_MS', 'poll.initialMs', 'number'],
   ['WATCHER_POLL_MAX_MS', 'poll.maxMs', 'number'],
@@ -157,9 +200,9 @@ const defaultsUrl = new URL('../config/default.json', import.meta.url);
 export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: LoadConfigOptions): Config {
   const problems: string[] = [];
   const merged = structuredClone(JSON.parse(readFileSync(defaultsUrl, 'utf8')) as Record<string, unknown>);
-  merged['secrets'] = { webhookSecrets: [] };
+  merged['secrets'] = { webhookSecrets: [], routingKeys: {} };
   /** Where each config path came from, so an error names what the user actually wrote. */
-  const origin = new Map<string, { name: string; raw?: string }>();
+  const origin = new Map<string, Origin>();
 
   const file = env['WATCHER_CONFIG'];
   if (file) {
@@ -183,8 +226,20 @@ export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: L
     if (raw === undefined || raw.trim() === '') continue;
     const secret = kind === 'secret' || kind === 'secretList';
     // URLs may carry credentials (redis://:password@host): echo them with the userinfo masked.
-    origin.set(path, secret ? { name } : { name, raw: kind === 'list' ? raw.split(',').map((u) => redactUrl(u.trim())).join(',') : redactUrl(raw) });
+    origin.set(path, secret ? { name, env: true } : { name, env: true, raw: kind === 'list' ? raw.split(',').map((u) => redactUrl(u.trim())).join(',') : redactUrl(raw) });
     setPath(merged, path, envValue(raw, kind));
+  }
+
+  // A target's routing key comes from the environment variable it names, never the file.
+  const targets = (merged['webhooks'] as { targets?: unknown } | undefined)?.targets;
+  if (Array.isArray(targets)) {
+    targets.forEach((t: unknown, i) => {
+      const name = isPlainObject(t) ? t['routingKeyEnv'] : undefined;
+      if (typeof name !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) return;
+      const value = env[name]?.trim();
+      if (value) (merged['secrets'] as { routingKeys: Record<string, string> }).routingKeys[name] = value;
+      else problems.push(`${file ? `${file}: ` : ''}webhooks.targets.${i}.routingKeyEnv: environment variable ${name} is not set`);
+    });
   }
 
   const result = schema.safeParse(merged);
@@ -233,6 +288,14 @@ export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: L
     throw new DaemonError('ERR_CONFIG', `invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
   }
   return deepFreeze(result.data);
+}
+
+/** Whether a target's `types` entry names an event type or a family of them. */
+function matchesAnyType(pattern: string): boolean {
+  if (pattern === '*') return true;
+  const all: readonly string[] = [...RUN_EVENT_TYPES, ...OPS_EVENT_TYPES];
+  if (pattern.endsWith('.*')) return all.some((t) => t.startsWith(pattern.slice(0, -1)));
+  return all.includes(pattern);
 }
 
 /** A Redis Cluster seed: host:port, or a redis:// / rediss:// URL. */
@@ -290,11 +353,16 @@ function envValue(raw: string, kind: EnvKind): unknown {
   }
 }
 
-function originOf(origin: Map<string, { name: string; raw?: string }>, path: string[]) {
-  // An issue deep in a list (webhooks.urls.2) belongs to the variable that set the list.
+type Origin = { name: string; env?: boolean; raw?: string };
+
+function originOf(origin: Map<string, Origin>, path: string[]) {
+  // An issue deep in a list (webhooks.urls.2) belongs to the variable or file key that set it.
   for (let i = path.length; i > 0; i--) {
     const hit = origin.get(path.slice(0, i).join('.'));
-    if (hit) return i === path.length ? hit : { name: `${hit.name}[${path.slice(i).join('.')}]` };
+    if (!hit) continue;
+    if (i === path.length) return hit;
+    const rest = path.slice(i).join('.');
+    return { name: hit.env ? `${hit.name}[${rest}]` : `${hit.name}.${rest}` };
   }
   return undefined;
 }

@@ -20,8 +20,8 @@ import { defineScripts, type RedisClient } from './redis/scripts.ts';
 import { redactUrl } from './redact.ts';
 import { logEvent } from './sinks/log.ts';
 import { makeStreamTrimmer, type StreamTrimmer } from './sinks/stream-trim.ts';
-import { configuredTargets, makeDeliveryWorker } from './sinks/webhook.ts';
 import type { StoreContext } from './store/context.ts';
+import { makeEndpointHealth } from './store/endpoints.ts';
 import { makeIntakeStore } from './store/intake.ts';
 import { checkLayout, migrateLegacy } from './store/migrate.ts';
 import { makeOutbox } from './store/outbox.ts';
@@ -29,6 +29,9 @@ import { probeRedis } from './store/probe.ts';
 import { makeRunStore } from './store/runs.ts';
 import { readStatus, type Status } from './store/status.ts';
 import { makeUrlGuard, type Resolver, type UrlGuard } from './webhook-guard.ts';
+import { makeDeliveryWorker } from './webhooks/delivery.ts';
+import { loadFormats } from './webhooks/format.ts';
+import { configuredTargets, makeRouter } from './webhooks/targets.ts';
 import type { WorkLoop } from './work-loop.ts';
 
 /**
@@ -223,6 +226,19 @@ export class Daemon {
       allowPrivateAddresses: config.webhooks.allowPrivateAddresses,
       ...(this.#deps.resolve ? { resolve: this.#deps.resolve } : {}),
     });
+    // Who gets which event is decided when the event is committed (webhooks/targets.ts).
+    const formats = await loadFormats();
+    const targets = configuredTargets(config, formats);
+    const router = makeRouter(targets, formats);
+    // With WAIT, a commit's deliveries are held until replicas confirm it (store/runs.ts).
+    const hold = config.redis.waitReplicas > 0 ? config.redis.waitTimeoutMs + WAIT_HOLD_MARGIN_MS : 0;
+    const firstDeliveryMs = (config.webhooks.scheduleMs[0] ?? 0) + hold;
+    const endpoints = makeEndpointHealth(ctx, {
+      failingAfter: config.webhooks.failingAfter,
+      gapMs: config.webhooks.opsEventGapMs,
+      firstDeliveryMs,
+      subscribers: router.opsSubscribers(),
+    });
     const deliveries = makeDeliveryWorker({
       outbox,
       partitions,
@@ -230,6 +246,9 @@ export class Daemon {
       config: config.webhooks,
       secrets: config.secrets.webhookSecrets,
       guard: this.#guard,
+      targets,
+      formats,
+      endpoints,
       ...(this.#deps.webhookDispatcher ? { dispatcher: this.#deps.webhookDispatcher } : {}),
       clock: this.#clock,
       log: log.child({ module: 'webhooks' }),
@@ -247,9 +266,6 @@ export class Daemon {
       health,
     });
     this.#trimmer = trimmer;
-    const targets = configuredTargets(config.webhooks).map((t) => t.key);
-    // With WAIT, a commit's deliveries are held until replicas confirm it (store/runs.ts).
-    const hold = config.redis.waitReplicas > 0 ? config.redis.waitTimeoutMs + WAIT_HOLD_MARGIN_MS : 0;
     const poller = makePoller({
       runs,
       partitions,
@@ -259,9 +275,9 @@ export class Daemon {
       log: log.child({ module: 'poller' }),
       metrics: this.metrics,
       health,
-      options: { ...config.poll, probeEveryMs: config.letta.authPauseMs, firstDeliveryMs: (config.webhooks.scheduleMs[0] ?? 0) + hold },
+      options: { ...config.poll, probeEveryMs: config.letta.authPauseMs, firstDeliveryMs },
       ...(this.#deps.random ? { random: this.#deps.random } : {}),
-      targetsFor: () => targets,
+      targetsFor: router.targetsFor,
       onEvent: (event) => {
         logEvent(eventLog, event);
         trimmer.committed(ctx.layout.partitionOf(event.data.run_id).index);
@@ -441,6 +457,6 @@ export class Daemon {
 
   async #gauges() {
     const s = await this.status();
-    return { watched: s.watched, due: s.due_now, backlog: s.webhook_backlog, dead: s.dead_letters, intake: s.intake };
+    return { watched: s.watched, due: s.due_now, backlog: s.webhook_backlog, dead: s.dead_letters, intake: s.intake, endpointsFailing: s.endpoints_failing };
   }
 }

@@ -1,6 +1,17 @@
 import { createHash } from 'node:crypto';
-import type { EventType } from './classify.ts';
 import type { Run } from './letta-client.ts';
+
+/**
+ * Event types. Run events: a run ended (completed, failed, cancelled), the API has never heard
+ * of it (not_found), the watch gave up (expired), or it is still going after
+ * WATCHER_STALLED_AFTER_MS (stalled: once, and the terminal event still follows). Operator
+ * events say how webhook delivery goes (an endpoint failing, recovered, disabled by a 410, a
+ * delivery dead-lettered); they are not about one run.
+ */
+export const RUN_EVENT_TYPES = ['run.completed', 'run.failed', 'run.cancelled', 'run.not_found', 'run.expired', 'run.stalled'] as const;
+export type EventType = (typeof RUN_EVENT_TYPES)[number];
+export const OPS_EVENT_TYPES = ['endpoint.failing', 'endpoint.recovered', 'endpoint.disabled', 'delivery.dead'] as const;
+export type OpsEventType = (typeof OPS_EVENT_TYPES)[number];
 
 /** The envelope every sink carries (contract: README "Events"). */
 export interface WatchEvent {
@@ -14,8 +25,32 @@ export interface WatchEvent {
     stop_reason: string | null;
     run: Run | null;
     metadata: Record<string, unknown> | null;
-    watch: { enqueued_at: string; detected_at: string; polls: number };
+    /** stalled_at: when the run was found stalled (run.stalled, and its terminal event after). */
+    watch: { enqueued_at: string; detected_at: string; polls: number; stalled_at: string | null };
   };
+}
+
+/** An operator event: how delivery to one endpoint goes. `target` names it without its URL's secrets. */
+export interface OpsEvent {
+  id: string;
+  type: OpsEventType;
+  timestamp: string;
+  data: {
+    target: string;
+    consecutive_failures: number;
+    last_status: number | null;
+    detail: string;
+    /** delivery.dead: the event whose delivery died. */
+    event_id: string | null;
+    /** Events of this kind about this endpoint held back by the rate limit since the last one. */
+    suppressed: number;
+  };
+}
+
+export type AnyEvent = WatchEvent | OpsEvent;
+
+export function isRunEvent(e: AnyEvent): e is WatchEvent {
+  return e.type.startsWith('run.');
 }
 
 /** Same run and type give the same id in every sink and every replica, so receivers can dedupe. */
@@ -31,6 +66,8 @@ export interface EventInput {
   enqueuedAt: number;
   detectedAt: number;
   polls: number;
+  /** When the run was found stalled, if it was. */
+  stalledAt?: number | undefined;
 }
 
 export function buildEvent(i: EventInput): WatchEvent {
@@ -46,7 +83,12 @@ export function buildEvent(i: EventInput): WatchEvent {
       stop_reason: i.run?.stop_reason ?? null,
       run: i.run,
       metadata: i.metadata,
-      watch: { enqueued_at: new Date(i.enqueuedAt).toISOString(), detected_at: detected, polls: i.polls },
+      watch: {
+        enqueued_at: new Date(i.enqueuedAt).toISOString(),
+        detected_at: detected,
+        polls: i.polls,
+        stalled_at: i.stalledAt === undefined ? null : new Date(i.stalledAt).toISOString(),
+      },
     },
   };
 }

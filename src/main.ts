@@ -58,7 +58,8 @@ Commands:
   run                      the daemon (the default); stops cleanly on SIGTERM/SIGINT
   enqueue RUN_ID... [--webhook URL] [--metadata JSON] [--max-watch-ms N]
                            push runs onto the intake list (checked by the intake's own rules first)
-  status [--json]          intake depth, runs watched, due now, webhook backlog, dead letters
+  status [--json]          intake depth, runs watched, due now, webhook backlog, dead letters,
+                           endpoints failing
   dead list|replay|purge   inspect and replay dead letters (see 'dead --help')
   simulate [--port N]      a local Letta-compatible API with simulated runs (see 'simulate --help')
 
@@ -241,6 +242,8 @@ async function status(args: string[]): Promise<number> {
     ['events in stream', s.events],
     ['partitions', s.partitions],
     ['event streams', s.event_streams.join(' ')],
+    ['ops stream', s.ops_stream],
+    ['endpoints failing', s.endpoints_failing],
   ];
   return print(rows.map(([k, v]) => `${k.padEnd(18)}${v}`).join('\n'));
 }

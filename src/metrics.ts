@@ -10,6 +10,7 @@ export interface GaugeReadings {
   backlog: number;
   dead: number;
   intake: number;
+  endpointsFailing: number;
 }
 
 /**
@@ -23,7 +24,7 @@ export function makeMetrics(readGauges?: () => Promise<GaugeReadings>, onGaugeEr
   let cached: Promise<GaugeReadings> | undefined;
   // One Redis read per scrape feeds all the gauges below, and one failure is reported once.
   const snapshot = () =>
-    (cached ??= (readGauges ?? (async () => ({ watched: 0, due: 0, backlog: 0, dead: 0, intake: 0 })))()
+    (cached ??= (readGauges ?? (async () => ({ watched: 0, due: 0, backlog: 0, dead: 0, intake: 0, endpointsFailing: 0 })))()
       .catch((err: unknown) => {
         onGaugeError?.(err);
         throw err;
@@ -56,7 +57,13 @@ export function makeMetrics(readGauges?: () => Promise<GaugeReadings>, onGaugeEr
     }),
     apiErrors: new Counter({ name: 'letta_watcher_api_errors_total', help: 'Failed API attempts by class', labelNames: ['class'] as const, registers: [registry] }),
     intake: new Counter({ name: 'letta_watcher_intake_total', help: 'Intake entries by result', labelNames: ['result'] as const, registers: [registry] }),
-    events: new Counter({ name: 'letta_watcher_events_total', help: 'Events committed by type', labelNames: ['type'] as const, registers: [registry] }),
+    events: new Counter({ name: 'letta_watcher_events_total', help: 'Run events committed by type', labelNames: ['type'] as const, registers: [registry] }),
+    opsEvents: new Counter({
+      name: 'letta_watcher_ops_events_total',
+      help: 'Operator events raised about webhook delivery (endpoint.failing, endpoint.recovered, endpoint.disabled, delivery.dead)',
+      labelNames: ['type'] as const,
+      registers: [registry],
+    }),
     detectionLag: new Histogram({
       name: 'letta_watcher_detection_lag_seconds',
       help: "From the run's completed_at to its event",
@@ -92,6 +99,7 @@ export function makeMetrics(readGauges?: () => Promise<GaugeReadings>, onGaugeEr
     intakeDepth: redisGauge('letta_watcher_intake_depth', 'Entries waiting in the intake list', (s) => s.intake),
     webhookBacklog: redisGauge('letta_watcher_webhook_backlog', 'Webhook deliveries not yet done', (s) => s.backlog),
     deadLetterDepth: redisGauge('letta_watcher_dead_letter_depth', 'Entries in the dead-letter list', (s) => s.dead),
+    endpointsFailing: redisGauge('letta_watcher_endpoints_failing', 'Webhook endpoints announced failing (endpoint.failing) and not yet recovered (all replicas)', (s) => s.endpointsFailing),
   };
 }
 

@@ -2,10 +2,10 @@ import type { Logger } from 'pino';
 import type { ApiGate } from './api-gate.ts';
 import { makeBatcher, type Batcher } from './batcher.ts';
 import { nextPollDelay, type CadenceOptions } from './cadence.ts';
-import { classifyRun, parseLettaTime, type EventType } from './classify.ts';
+import { classifyRun, parseLettaTime } from './classify.ts';
 import type { Clock } from './clock.ts';
 import { DaemonError, isDaemonError } from './errors.ts';
-import { buildEvent, type WatchEvent } from './events.ts';
+import { buildEvent, type EventType, type WatchEvent } from './events.ts';
 import type { LettaClient, Run } from './letta-client.ts';
 import type { Metrics } from './metrics.ts';
 import type { RedisHealth } from './redis/health.ts';
@@ -29,6 +29,8 @@ export interface PollerOptions extends CadenceOptions {
   probeEveryMs: number;
   /** Delay of a new delivery's first attempt. */
   firstDeliveryMs: number;
+  /** A run still going this long after it was created is reported stalled, once; 0 = never. */
+  stalledAfterMs: number;
 }
 
 export interface PollerDeps {
@@ -188,6 +190,7 @@ export function makePoller(d: PollerDeps): Poller {
         if (!state.known) log.warn({ run_id: claim.runId, status: lookup.run.status }, 'unknown run status; treating the run as not finished');
         d.metrics.polls.inc({ outcome: 'pending' });
         if (expired) return track(commit(h, 'run.expired', lookup.run, polls));
+        if (isStalled(h, lookup.run)) return track(stall(h, lookup.run, polls));
         return reschedule(h, nextPollDelay(polls, o, random), true, lookup.run);
       }
       case 'not_found':
@@ -205,6 +208,13 @@ export function makePoller(d: PollerDeps): Poller {
         gate.pause('not-letta', `GET /v1/runs/{run_id} answered ${lookup.status} ${lookup.detail}`);
         return reschedule(h, o.probeEveryMs, false);
     }
+  }
+
+  /** Still going stalledAfterMs after it was created (or, not knowing that, enqueued), and not yet reported. */
+  function isStalled(h: Held, run: Run): boolean {
+    if (o.stalledAfterMs <= 0 || h.claim.stalledAt !== undefined) return false;
+    const since = h.claim.createdAt ?? parseLettaTime(run.created_at) ?? h.claim.enqueuedAt;
+    return redisNow(h) - since >= o.stalledAfterMs;
   }
 
   /** Redis's clock now, from the claim's Redis time and the local time since. */
@@ -253,13 +263,30 @@ export function makePoller(d: PollerDeps): Poller {
     else d.metrics.leasesLost.inc();
   }
 
+  /** run.stalled: the event goes out once and the watch goes on (settle.lua op T). */
+  async function stall(h: Held, run: Run, polls: number): Promise<void> {
+    const { claim } = h;
+    const entry = await d.runs.entryOf(claim.partition, claim.runId);
+    const detectedAt = d.clock.now();
+    const event = buildEvent({ type: 'run.stalled', runId: claim.runId, run, metadata: metadataOf(entry), enqueuedAt: claim.enqueuedAt, detectedAt, polls, stalledAt: detectedAt });
+    const delayMs = Math.round(Math.min(nextPollDelay(polls, o, random), Math.max(0, claim.deadline - redisNow(h))));
+    const ok = await settle(claim, { kind: 'stall', runId: claim.runId, counter: claim.counter, eventJson: JSON.stringify(event), eventId: event.id, targets: d.targetsFor(event), delayMs });
+    claims.dueIn(claim.partition, delayMs);
+    if (!ok) {
+      d.metrics.leasesLost.inc();
+      return;
+    }
+    d.metrics.events.inc({ type: 'run.stalled' });
+    d.onEvent(event);
+  }
+
   async function commit(h: Held, type: EventType, run: Run | null, polls: number): Promise<void> {
     const { claim } = h;
     // The intake entry, for its metadata (null for a bare ID): one read per finished run, so
     // the claim, once per poll, need not carry it.
     const entry = await d.runs.entryOf(claim.partition, claim.runId);
     const detectedAt = d.clock.now();
-    const event = buildEvent({ type, runId: claim.runId, run, metadata: metadataOf(entry), enqueuedAt: claim.enqueuedAt, detectedAt, polls });
+    const event = buildEvent({ type, runId: claim.runId, run, metadata: metadataOf(entry), enqueuedAt: claim.enqueuedAt, detectedAt, polls, stalledAt: claim.stalledAt });
     const ok = await settle(claim, {
       kind: 'commit',
       runId: claim.runId,

@@ -27,6 +27,8 @@ import calculateSlot from 'cluster-key-slot';
  *   B:disabled              SET     target keys that answered 410 Gone
  *   B:retry:<hash>          ZSET    a target's deliveries waiting out a failure -> due time
  *   B:moved                 ZSET    intake move ids already applied (N > 1), -> time applied
+ *   B:ops                   STREAM  operator events (endpoint.*, delivery.dead); partition 0's only
+ *   B:endpoints             HASH    target name -> delivery health (lua/endpoint-health.lua); partition 0's only
  *   B:lastclaim:<kind>:<replica> STRING a replica's last claim, replayed if its reply was lost
  *   B:probe                 STRING  readiness writes here to prove the master takes writes
  * With N > 1, entries move from P:intake into their partition through a per-replica processing
@@ -56,6 +58,8 @@ export interface PartitionKeys {
   /** The deliveries of a target waiting out a failure (lua/delivery-settle.lua). */
   retryIndex(targetKey: string): string;
   readonly moved: string;
+  readonly ops: string;
+  readonly endpoints: string;
   readonly probe: string;
   lastClaim(kind: 'poll' | 'delivery', replica: string): string;
 }
@@ -138,6 +142,8 @@ function partitionKeys(prefix: string, index: number, n: number): PartitionKeys 
     disabled: `${base}:disabled`,
     retryIndex: (targetKey) => `${base}:retry:${createHash('sha1').update(targetKey).digest('hex').slice(0, 16)}`,
     moved: `${base}:moved`,
+    ops: `${base}:ops`,
+    endpoints: `${base}:endpoints`,
     probe: `${base}:probe`,
     lastClaim: (kind, replica) => `${base}:lastclaim:${kind}:${replica}`,
   };

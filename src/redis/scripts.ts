@@ -20,6 +20,8 @@ export const SCRIPTS = [
   'delivery-claim',
   'delivery-settle',
   'release',
+  'stall-order',
+  'endpoint-health',
   'reconcile',
   'hint',
   'budget',

@@ -18,6 +18,8 @@ export interface SimRunSpec {
   metadata?: Record<string, unknown> | null;
   /** Letta POSTs its callback here once when the run ends (5 s timeout, no retry). */
   callbackUrl?: string;
+  /** How the run stops (one that suits the outcome); drawn when not given. */
+  stopReason?: StopReason;
 }
 
 /** What Letta records on the run after trying its callback. */
@@ -130,6 +132,12 @@ export function validateRunSpec(spec: SimRunSpec, label = 'run'): void {
       `${label}.outcome must be one of ${SIM_OUTCOMES.join(', ')} (got ${JSON.stringify(spec.outcome)})`,
     );
   }
+  if (spec.stopReason !== undefined) {
+    const fits = STOP_REASONS_BY_OUTCOME[spec.outcome ?? 'completed'];
+    if (!fits.includes(spec.stopReason)) {
+      throw new DaemonError('ERR_USAGE', `${label}.stopReason must be one of ${fits.join(', ') || '(none)'} for outcome ${spec.outcome ?? 'completed'} (got ${JSON.stringify(spec.stopReason)})`);
+    }
+  }
   if (spec.agentId !== undefined && (typeof spec.agentId !== 'string' || spec.agentId.length === 0)) {
     throw new DaemonError('ERR_USAGE', `${label}.agentId must be a non-empty string (got ${JSON.stringify(spec.agentId)})`);
   }
@@ -152,6 +160,14 @@ function pickOutcome(weights: OutcomeWeights, roll: number): Exclude<SimOutcome,
   if (x < weights.completed + weights.failed) return 'failed';
   return weights.cancelled > 0 ? 'cancelled' : weights.failed > 0 ? 'failed' : 'completed';
 }
+
+/** The stop reasons a simulated run of each outcome can end with. */
+const STOP_REASONS_BY_OUTCOME: Record<SimOutcome, readonly StopReason[]> = {
+  completed: ['end_turn', 'requires_approval', 'max_steps'],
+  failed: ['error', 'llm_api_error'],
+  cancelled: ['cancelled'],
+  never: [],
+};
 
 function pickStopReason(outcome: SimOutcome, roll: number): StopReason | null {
   switch (outcome) {
@@ -201,7 +217,7 @@ export function createSimRun(
     createdAt,
     finishesAt,
     runningAt: createdAt + createdPhaseMs,
-    stopReason: pickStopReason(outcome, stopRoll),
+    stopReason: spec.stopReason ?? pickStopReason(outcome, stopRoll),
     metadata: spec.metadata ?? null,
     callbackUrl: spec.callbackUrl ?? null,
     completedMicros: Math.floor(microsRoll * 1000),

@@ -8,7 +8,7 @@ import {
   runBodyAt,
   runPhaseAt,
 } from './runs.ts';
-import type { CallbackRecord, OutcomeWeights, RunDefaults, RunPhase, SimOutcome, SimRun, SimRunSpec } from './runs.ts';
+import type { CallbackRecord, OutcomeWeights, RunDefaults, RunPhase, SimOutcome, SimRun, SimRunSpec, StopReason } from './runs.ts';
 import { listPage, parseListQuery } from './list.ts';
 
 export type { SimOutcome, SimRunSpec } from './runs.ts';
@@ -76,6 +76,7 @@ export interface CreatedRun {
   agentId: string;
   finishesAt: number | null;
   outcome: SimOutcome;
+  stopReason: StopReason | null;
 }
 
 export interface Simulator {
@@ -318,7 +319,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     runs.set(run.id, entry);
     runsCreated++;
     if (run.callbackUrl !== null && run.finishesAt !== null) scheduleCallback(entry);
-    return { id: run.id, agentId: run.agentId, finishesAt: run.finishesAt, outcome: run.outcome };
+    return { id: run.id, agentId: run.agentId, finishesAt: run.finishesAt, outcome: run.outcome, stopReason: run.stopReason };
   }
 
   /**

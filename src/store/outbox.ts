@@ -25,7 +25,9 @@ export type DeliverySettle =
   | { kind: 'delivered'; member: string; counter: string }
   | { kind: 'retry'; member: string; counter: string; delayMs: number; attempts: number }
   | { kind: 'dead-letter'; member: string; counter: string; deadLetterJson: string; disableTarget: boolean }
-  | { kind: 'hand-back'; member: string; counter: string; delayMs: number };
+  | { kind: 'hand-back'; member: string; counter: string; delayMs: number }
+  /** Delivered, and to be sent again after delayMs (a stalled run's alert while it stays stalled). */
+  | { kind: 'again'; member: string; counter: string; delayMs: number };
 
 export interface Outbox {
   claim(partition: number, limit: number, leaseMs: number): Promise<{ now: number; nextDue: number | undefined; claims: DeliveryClaim[] }>;
@@ -33,10 +35,16 @@ export interface Outbox {
   renew(partition: number, deliveries: readonly { member: string; counter: string }[], leaseMs: number): Promise<boolean[]>;
   /** Makes held-back deliveries (redis.waitReplicas) due now; returns how many. */
   release(partition: number, members: readonly string[]): Promise<number>;
+  /**
+   * Order of a stalled run's messages to one target (lua/stall-order.lua): for 'stall',
+   * whether the run is still watched; for 'end', whether no stall delivery to the target is
+   * pending. True: send now.
+   */
+  stallOrder(partition: number, which: 'stall' | 'end', runId: string, stallMember: string, leaseMs: number): Promise<boolean>;
 }
 
 /** The one-letter op codes of delivery-settle.lua. */
-const SETTLE_CODES = { delivered: 'S', retry: 'F', 'dead-letter': 'X', 'hand-back': 'B' } as const;
+const SETTLE_CODES = { delivered: 'S', retry: 'F', 'dead-letter': 'X', 'hand-back': 'B', again: 'A' } as const;
 /**
  * When a target answers 2xx again, each success releases this many of its deliveries waiting
  * out a failure, this far apart: a recovered endpoint catches up within seconds, but gently.
@@ -113,6 +121,10 @@ export function makeOutbox(ctx: StoreContext, onReleased?: (partition: number, c
       if (members.length === 0) return 0;
       const p = partition(ctx, index);
       return num(await ctx.scripts.run('release', [p.webhooks, p.attempts], members));
+    },
+    async stallOrder(index, which, runId, stallMember, leaseMs) {
+      const p = partition(ctx, index);
+      return num(await ctx.scripts.run('stall-order', [p.webhooks, p.runs], [which, runId, stallMember, leaseMs])) === 1;
     },
   };
 }

@@ -15,6 +15,8 @@ export async function probeRedis(ctx: StoreContext, timeoutMs: number, describe:
       keys: [
         [p.due, 'zset'], [p.runs, 'hash'], [p.created, 'zset'], [p.entries, 'hash'], [p.events, 'stream'], [p.dead, 'list'], [p.webhooks, 'zset'],
         [p.attempts, 'hash'], [p.payloads, 'hash'], [p.disabled, 'set'], [p.moved, 'zset'],
+        // Delivery health lives in partition 0 only.
+        ...(p.index === 0 ? [[p.ops, 'stream'], [p.endpoints, 'hash']] : []),
       ] as [string, string][],
     })),
   ];

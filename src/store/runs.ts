@@ -16,6 +16,8 @@ export interface RunClaim {
   polls: number;
   /** The run's created_at (ms) once a poll has seen it. */
   createdAt: number | undefined;
+  /** When the run was reported stalled (run.stalled), if it was. */
+  stalledAt: number | undefined;
 }
 
 export interface ClaimBatch {
@@ -31,6 +33,8 @@ export type RunSettle =
   | { kind: 'reschedule'; runId: string; counter: string; delayMs: number; polled: boolean; createdAt?: number | undefined }
   /** Appends the event, records a delivery per target (configured ones given here, per-run ones stored), drops the run. */
   | { kind: 'commit'; runId: string; counter: string; eventJson: string; eventId: string; targets: readonly string[] }
+  /** Appends the run.stalled event, records its deliveries (configured targets), flags the run and reschedules it. */
+  | { kind: 'stall'; runId: string; counter: string; eventJson: string; eventId: string; targets: readonly string[]; delayMs: number }
   | { kind: 'dead-letter'; runId: string; counter: string; deadLetterJson: string };
 
 export interface RunStore {
@@ -51,7 +55,7 @@ export interface RunStore {
 }
 
 /** The one-letter op codes of settle.lua. */
-const SETTLE_CODES = { reschedule: 'R', commit: 'C', 'dead-letter': 'D' } as const;
+const SETTLE_CODES = { reschedule: 'R', commit: 'C', stall: 'T', 'dead-letter': 'D' } as const;
 /** In a run record "e:d:p:c:...", the claim counter is the fourth field (renew.lua). */
 const RUN_COUNTER_FIELD = 4;
 
@@ -80,8 +84,9 @@ export function makeRunStore(ctx: StoreContext, durability?: Durability): RunSto
         limit, leaseMs, claimId, new Date().toISOString(),
       ])) as unknown[];
       const out: RunClaim[] = [];
-      for (let i = 2; i + 5 < r.length; i += 6) {
+      for (let i = 2; i + 6 < r.length; i += 7) {
         const created = String(r[i + 5] ?? '');
+        const stalled = String(r[i + 6] ?? '');
         out.push({
           runId: String(r[i]),
           partition: index,
@@ -90,6 +95,7 @@ export function makeRunStore(ctx: StoreContext, durability?: Durability): RunSto
           deadline: num(r[i + 3]),
           polls: num(r[i + 4]),
           createdAt: created === '' ? undefined : Number(created),
+          stalledAt: stalled === '' ? undefined : Number(stalled),
         });
       }
       const next = num(r[1]);
@@ -101,12 +107,13 @@ export function makeRunStore(ctx: StoreContext, durability?: Durability): RunSto
       const args: (string | number)[] = [firstDeliveryMs];
       for (const op of ops) {
         const code = SETTLE_CODES[op.kind];
-        if (op.kind === 'reschedule') args.push(code, op.runId, op.counter, Math.max(0, Math.round(op.delayMs)), op.polled ? '1' : '0', op.createdAt ?? '');
-        else if (op.kind === 'commit') args.push(code, op.runId, op.counter, op.eventJson, op.eventId, op.targets.join('\n'));
-        else args.push(code, op.runId, op.counter, op.deadLetterJson, '', '');
+        if (op.kind === 'reschedule') args.push(code, op.runId, op.counter, Math.max(0, Math.round(op.delayMs)), op.polled ? '1' : '0', op.createdAt ?? '', '');
+        else if (op.kind === 'commit') args.push(code, op.runId, op.counter, op.eventJson, op.eventId, op.targets.join('\n'), '');
+        else if (op.kind === 'stall') args.push(code, op.runId, op.counter, op.eventJson, op.eventId, op.targets.join('\n'), Math.max(0, Math.round(op.delayMs)));
+        else args.push(code, op.runId, op.counter, op.deadLetterJson, '', '', '');
       }
       const keys = [p.due, p.runs, p.entries, p.events, p.webhooks, p.attempts, p.payloads, p.dead, p.created];
-      const commits = ops.some((op) => op.kind === 'commit');
+      const commits = ops.some((op) => op.kind === 'commit' || op.kind === 'stall');
       if (!durability || durability.waitReplicas === 0 || !commits) {
         const [results] = (await ctx.scripts.run('settle', keys, args)) as [number[], string[]];
         return results.map((v) => v === 1);

@@ -95,9 +95,9 @@ export type EnvOverrides = Record<string, string | undefined>;
 
 /**
  * The environment of a test daemon: shared Redis, private prefix, fast cadence, no HTTP server,
- * silent logs, and no reconciliation with the list of active runs (most suites count or fault
- * the requests for single runs; the detection and chaos suites turn it on). `overrides` win;
- * `undefined` removes a variable.
+ * silent logs, no reconciliation with the list of active runs (most suites count or fault
+ * the requests for single runs; the detection and chaos suites turn it on) and no run.stalled
+ * (the alerting suite turns it on). `overrides` win; `undefined` removes a variable.
  */
 export function testEnv(overrides: EnvOverrides = {}): Record<string, string> {
   const env: Record<string, string | undefined> = {
@@ -106,6 +106,8 @@ export function testEnv(overrides: EnvOverrides = {}): Record<string, string> {
     WATCHER_POLL_INITIAL_MS: '50',
     WATCHER_POLL_MAX_MS: '200',
     WATCHER_RECONCILE_MS: '0',
+    // Fixtures often date their runs long ago: no stall reports unless a suite asks.
+    WATCHER_STALLED_AFTER_MS: '0',
     WATCHER_HTTP_PORT: '0',
     WATCHER_LOG_LEVEL: 'silent',
     ...overrides,

@@ -31,7 +31,7 @@ describe('loadConfig defaults', () => {
     const c = loadConfig({ env: {} });
     const { secrets, ...rest } = c;
     expect(rest).toEqual(defaults);
-    expect(secrets).toEqual({ webhookSecrets: [] });
+    expect(secrets).toEqual({ webhookSecrets: [], routingKeys: {} });
     expect(c.letta.baseUrl).toBe('https://api.letta.com');
     expect(c.redis.url).toBe('redis://127.0.0.1:6379');
     expect(c.redis.keyPrefix).toBe('letta-watch');
@@ -128,7 +128,9 @@ describe('loadConfig WATCHER_CONFIG file', () => {
       env: { WATCHER_CONFIG: '/w.json' },
       readFile: files({ '/w.json': JSON.stringify({ webhooks: { targets: [{ url: 'https://t.test/h', name: 'ops' }] } }) }),
     });
-    expect(c.webhooks.targets).toEqual([{ url: 'https://t.test/h', name: 'ops', format: 'event', headers: {} }]);
+    expect(c.webhooks.targets).toEqual([
+      { url: 'https://t.test/h', name: 'ops', format: 'event', headers: {}, labels: {}, resolveAfterMs: 3_600_000, repeatMs: 300_000, source: 'urn:letta-run-watcher' },
+    ]);
   });
 
   it('refuses a secrets key in the file', () => {
@@ -156,6 +158,54 @@ describe('loadConfig WATCHER_CONFIG file', () => {
   it('reports a file that is not JSON, or not an object', () => {
     expect(configError({ WATCHER_CONFIG: '/w.json' }, files({ '/w.json': '{ nope' }))).toContain('/w.json');
     expect(configError({ WATCHER_CONFIG: '/w.json' }, files({ '/w.json': '[1, 2]' }))).toContain('/w.json');
+  });
+});
+
+describe('webhook targets: formats, routing, routing keys', () => {
+  const file = (targets: unknown[]) => files({ '/w.json': JSON.stringify({ webhooks: { targets } }) });
+
+  it('takes each format with its options, and a PagerDuty routing key only from the environment variable named', () => {
+    const c = loadConfig({
+      env: { WATCHER_CONFIG: '/w.json', PD_KEY: ' R0UT1NGK3Y ' },
+      readFile: file([
+        { url: 'https://am.test', name: 'am', format: 'alertmanager', labels: { team: 'ml' }, resolveAfterMs: 600_000 },
+        { url: 'https://pd.test/v2/enqueue', name: 'pd', format: 'pagerduty', routingKeyEnv: 'PD_KEY', types: ['run.failed'] },
+        { url: 'https://hooks.slack.test/x', name: 'approvals', format: 'slack', types: ['run.completed'], stopReasons: ['requires_approval'] },
+        { url: 'https://ce.test', name: 'ce', format: 'cloudevents', source: '/watchers/eu', types: ['run.*', 'endpoint.*', 'delivery.dead'] },
+      ]),
+    });
+    expect(c.webhooks.targets.map((t) => t.format)).toEqual(['alertmanager', 'pagerduty', 'slack', 'cloudevents']);
+    expect(c.webhooks.targets[0]).toMatchObject({ labels: { team: 'ml' }, resolveAfterMs: 600_000 });
+    expect(c.webhooks.targets[0]?.types).toBeUndefined();
+    expect(c.webhooks.targets[2]?.stopReasons).toEqual(['requires_approval']);
+    expect(c.secrets.routingKeys).toEqual({ PD_KEY: 'R0UT1NGK3Y' });
+    expect(JSON.stringify(c.webhooks)).not.toContain('R0UT1NGK3Y');
+  });
+
+  it('names each bad target setting: an unknown format, event type or stop reason, a label name, a missing routing key', () => {
+    const msg = configError(
+      { WATCHER_CONFIG: '/w.json' },
+      file([
+        { url: 'https://a.test', format: 'teams' },
+        { url: 'https://b.test', types: ['run.finished'] },
+        { url: 'https://c.test', stopReasons: ['requires_aproval'] },
+        { url: 'https://d.test', format: 'alertmanager', labels: { 'bad-label': 'x' } },
+        { url: 'https://e.test', format: 'pagerduty' },
+        { url: 'https://f.test', format: 'pagerduty', routingKeyEnv: 'NOT_SET_ANYWHERE' },
+      ]),
+    );
+    expect(msg).toMatch(/webhooks\.targets\.0\.format: must be one of alertmanager, cloudevents, event, letta, pagerduty, slack \(got "teams"\)/);
+    expect(msg).toMatch(/webhooks\.targets\.1\.types\.0: must be an event type .*\(got "run\.finished"\)/);
+    expect(msg).toMatch(/webhooks\.targets\.2\.stopReasons\.0: must be one of Letta's stop reasons .*\(got "requires_aproval"\)/);
+    expect(msg).toMatch(/webhooks\.targets\.3\.labels\.bad-label: .*Prometheus label name/);
+    expect(msg).toMatch(/webhooks\.targets\.4\.routingKeyEnv: a pagerduty target needs/);
+    expect(msg).toMatch(/webhooks\.targets\.5\.routingKeyEnv: environment variable NOT_SET_ANYWHERE is not set/);
+  });
+
+  it('reads WATCHER_STALLED_AFTER_MS (0 turns stall reports off)', () => {
+    expect(loadConfig({ env: {} }).poll.stalledAfterMs).toBe(3_600_000);
+    expect(loadConfig({ env: { WATCHER_STALLED_AFTER_MS: '0' } }).poll.stalledAfterMs).toBe(0);
+    expect(configError({ WATCHER_STALLED_AFTER_MS: '-5' })).toContain('WATCHER_STALLED_AFTER_MS');
   });
 });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { EVENT_TYPES } from '../../src/classify.ts';
+import { RUN_EVENT_TYPES as EVENT_TYPES } from '../../src/events.ts';
 import { buildEvent, eventId, lettaCallbackBody } from '../../src/events.ts';
 import type { EventInput } from '../../src/events.ts';
 import type { Run } from '../../src/letta-client.ts';
@@ -61,7 +61,7 @@ describe('buildEvent', () => {
         stop_reason: 'end_turn',
         run: RUN,
         metadata: { team: 'a' },
-        watch: { enqueued_at: '2026-11-28T19:40:00.000Z', detected_at: '2026-11-28T19:42:59.123Z', polls: 7 },
+        watch: { enqueued_at: '2026-11-28T19:40:00.000Z', detected_at: '2026-11-28T19:42:59.123Z', polls: 7, stalled_at: null },
       },
     });
   });
@@ -70,7 +70,7 @@ describe('buildEvent', () => {
     const e = JSON.parse(JSON.stringify(buildEvent(input()))) as Record<string, Record<string, unknown>>;
     expect(Object.keys(e).sort()).toEqual(['data', 'id', 'timestamp', 'type']);
     expect(Object.keys(e['data'] ?? {}).sort()).toEqual(['agent_id', 'metadata', 'run', 'run_id', 'status', 'stop_reason', 'watch']);
-    expect(Object.keys((e['data']?.['watch'] ?? {}) as object).sort()).toEqual(['detected_at', 'enqueued_at', 'polls']);
+    expect(Object.keys((e['data']?.['watch'] ?? {}) as object).sort()).toEqual(['detected_at', 'enqueued_at', 'polls', 'stalled_at']);
   });
 
   it('writes ISO-8601 UTC timestamps', () => {

@@ -11,7 +11,7 @@
     ARGV[1] most runs   ARGV[2] lease ms   ARGV[3] claim id (new per call; see last_claim)
     ARGV[4] now as ISO text (for dead letters)
   Output: {now, next due score or -1, then per run: id, counter, enqueued ms, deadline ms,
-    polls before this claim, created_at ms or ''}
+    polls before this claim, created_at ms or '', stalled-at ms or ''}
   Keys: all declared (run state is a field of KEYS[2]); every read comes before the first write.
 ]]
 --- @include now
@@ -32,6 +32,7 @@ local function emit(id, r, polls_before)
   out[#out + 1] = r.d
   out[#out + 1] = polls_before
   out[#out + 1] = r.k
+  out[#out + 1] = stalled_at(r)
 end
 
 local again = replayed(KEYS[3], claim_id)

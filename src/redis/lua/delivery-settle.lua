@@ -16,6 +16,8 @@
       F  failed, retry later: a = delay ms, b = attempts made so far
       X  dead-letter: a = the dead letter's JSON; b = '1' to disable the target (410 Gone)
       B  hand back untried: a = delay ms
+      A  delivered, and to be sent again after a = delay ms (a stalled run's alert, re-sent
+         while the run stays stalled): attempts start over
   Output: {per op 1 (applied) or 0 (fenced), deliveries released}
   Keys: all declared; every read comes before the first write.
 ]]
@@ -67,6 +69,10 @@ for n, op in ipairs(ops) do
       if op.retry then redis.call('ZADD', op.retry, due, op.m) end
     elseif op.kind == 'B' then
       redis.call('ZADD', KEYS[1], now + tonumber(op.a), op.m)
+    elseif op.kind == 'A' then
+      redis.call('ZADD', KEYS[1], now + tonumber(op.a), op.m)
+      redis.call('HSET', KEYS[2], op.m, '0:' .. counter)
+      if op.retry then redis.call('ZREM', op.retry, op.m) end
     else
       if op.kind == 'X' then
         redis.call('LPUSH', KEYS[4], op.a)

@@ -6,12 +6,15 @@
     KEYS[6] attempts   KEYS[7] payloads   KEYS[8] dead   KEYS[9] created (run id -> created_at
     ms, the index reconcile.lua reads)
     ARGV[1] delay of a new delivery's first attempt (ms)
-    ARGV[2..] ops, 6 values each: kind, run id, counter, a, b, c
+    ARGV[2..] ops, 7 values each: kind, run id, counter, a, b, c, d
       R  reschedule: a = delay ms; b = '1' if the run was polled, '0' if not (gives back the
          poll its claim counted); c = the run's created_at ms to remember (and index), or ''
       C  commit: a = event JSON; b = event id; c = configured target keys, \n-joined. Appends
          the event, records one delivery per target (and per-run target) and drops the run:
          all or nothing.
+      T  stalled: a, b, c as for C, d = delay ms. Appends the run.stalled event and records
+         its deliveries (configured targets only: a per-run URL hears of the end), flags the
+         run stalled and reschedules it (polled): the watch goes on.
       D  dead-letter the run: a = the dead letter's JSON
   Output: {per op 1 (applied) or 0 (fenced: the lease was lost), the deliveries recorded}
   Keys: all declared; every read (records, lease scores, existing deliveries) comes before the
@@ -30,8 +33,8 @@ local now = redis_now()
 local first = tonumber(ARGV[1])
 
 local ops, ids = {}, {}
-for i = 2, #ARGV - 5, 6 do
-  ops[#ops + 1] = { kind = ARGV[i], id = ARGV[i + 1], counter = tonumber(ARGV[i + 2]), a = ARGV[i + 3], b = ARGV[i + 4], c = ARGV[i + 5] }
+for i = 2, #ARGV - 6, 7 do
+  ops[#ops + 1] = { kind = ARGV[i], id = ARGV[i + 1], counter = tonumber(ARGV[i + 2]), a = ARGV[i + 3], b = ARGV[i + 4], c = ARGV[i + 5], d = ARGV[i + 6] }
   ids[#ids + 1] = ARGV[i + 1]
 end
 local recs = chunked_read('HMGET', KEYS[2], ids)
@@ -44,9 +47,9 @@ for n, op in ipairs(ops) do
   local score = tonumber(scores[n])
   op.ok = r ~= nil and score ~= nil and score >= now and r.c == op.counter
   op.rec = r
-  if op.ok and op.kind == 'C' then
+  if op.ok and (op.kind == 'C' or op.kind == 'T') then
     op.members = {}
-    for _, list in ipairs({ op.c, r.w }) do
+    for _, list in ipairs({ op.c, op.kind == 'C' and r.w or '' }) do
       for target in string.gmatch(list, '[^\n]+') do
         local m = op.b .. '\n' .. target
         op.members[#op.members + 1] = m
@@ -84,7 +87,7 @@ for _, op in ipairs(ops) do
         runs[#runs + 1] = op.id
         runs[#runs + 1] = pack_run(r)
       end
-    elseif op.kind == 'C' then
+    elseif op.kind == 'C' or op.kind == 'T' then
       redis.call('XADD', KEYS[4], '*', 'event', op.a)
       local fresh = 0
       for _, m in ipairs(op.members) do
@@ -102,7 +105,16 @@ for _, op in ipairs(ops) do
         redis.call('HSET', KEYS[7], op.b, op.a)
         redis.call('HINCRBY', KEYS[7], op.b .. '#n', fresh)
       end
-      drop[#drop + 1] = op.id
+      if op.kind == 'C' then
+        drop[#drop + 1] = op.id
+      else
+        due[#due + 1] = now + tonumber(op.d)
+        due[#due + 1] = op.id
+        clear_flag(r, 'h')
+        set_flag(r, 's' .. now)
+        runs[#runs + 1] = op.id
+        runs[#runs + 1] = pack_run(r)
+      end
     elseif op.kind == 'D' then
       redis.call('LPUSH', KEYS[8], op.a)
       drop[#drop + 1] = op.id

@@ -29,7 +29,9 @@ local function new_run(now, deadline, w)
 end
 
 -- Flags, one letter each: 'h' held (claimed and not yet settled: a replica is polling it);
--- 'r' made due by reconcile.lua for missing from the list of active runs, and not listed since.
+-- 'r' made due by reconcile.lua for missing from the list of active runs, and not listed since;
+-- 's<ms>' reported stalled at <ms> (run.stalled; digits are no flag, so older code keeps them).
 local function has_flag(r, flag) return string.find(r.f, flag, 1, true) ~= nil end
 local function set_flag(r, flag) if not has_flag(r, flag) then r.f = r.f .. flag end end
 local function clear_flag(r, flag) r.f = string.gsub(r.f, flag, '') end
+local function stalled_at(r) return string.match(r.f, 's(%d+)') or '' end

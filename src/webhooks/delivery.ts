@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Webhook } from 'standardwebhooks';
 import { Agent, request, type Dispatcher } from 'undici';
@@ -6,47 +5,26 @@ import { makeBatcher, type Batcher } from '../batcher.ts';
 import { parseRetryAfter } from '../classify.ts';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
-import { lettaCallbackBody, type WatchEvent } from '../events.ts';
+import { eventId, isRunEvent, type AnyEvent } from '../events.ts';
 import type { Metrics } from '../metrics.ts';
 import type { RedisHealth } from '../redis/health.ts';
-import { decodeTarget, encodeTarget } from '../redis/keys.ts';
+import { deliveryMember } from '../redis/keys.ts';
 import { deliveryDeadLetter } from '../store/dead-letters.ts';
+import type { EndpointHealth, HealthReport } from '../store/endpoints.ts';
 import type { DeliveryClaim, DeliverySettle, Outbox } from '../store/outbox.ts';
 import type { UrlGuard } from '../webhook-guard.ts';
 import { claimAcrossPartitions, makeWorkLoop, type WorkLoop } from '../work-loop.ts';
+import type { Format, RenderedRequest } from './format.ts';
+import { resolveTarget, type Target } from './targets.ts';
 
 /**
- * Webhook delivery from the durable outbox: signed (Standard Webhooks), retried on a jittered
- * schedule held in Redis, dead-lettered after the last attempt. A slow host (an origin,
- * however many URLs it has) holds at most a quarter of the delivery slots, and nothing here is
- * on the poll path.
+ * Webhook delivery from the durable outbox: each delivery is rendered in its target's format
+ * (formats/), signed (Standard Webhooks), retried on a jittered schedule held in Redis, and
+ * dead-lettered after the last attempt. A slow host (an origin, however many URLs it has)
+ * holds at most a quarter of the delivery slots, and nothing here is on the poll path. Each
+ * attempt's outcome feeds the endpoint's health (store/endpoints.ts), which raises operator
+ * events.
  */
-export interface WebhookTarget {
-  /** The outbox's name for it (keys.ts encodeTarget). */
-  key: string;
-  url: string;
-  format: 'event' | 'letta';
-  headers: Readonly<Record<string, string>>;
-  perRun: boolean;
-}
-
-export function configuredTargets(w: Config['webhooks']): WebhookTarget[] {
-  const byKey = new Map<string, WebhookTarget>();
-  const list = [...w.urls.map((url) => ({ url, name: undefined, format: 'event' as const, headers: {} })), ...w.targets];
-  for (const t of list) {
-    const name = t.name ?? createHash('sha256').update(t.url).digest('hex').slice(0, 12);
-    const key = encodeTarget({ kind: 'configured', name });
-    if (!byKey.has(key)) byKey.set(key, { key, url: t.url, format: t.format, headers: t.headers, perRun: false });
-  }
-  return [...byKey.values()];
-}
-
-function targetFor(key: string, configured: ReadonlyMap<string, WebhookTarget>): WebhookTarget | undefined {
-  const ref = decodeTarget(key);
-  if (ref === undefined) return undefined;
-  if (ref.kind === 'configured') return configured.get(key);
-  return { key, url: ref.url, format: ref.format, headers: {}, perRun: true };
-}
 
 /** The host a target is counted under for the slot cap: its origin, or the raw text if it does not parse. */
 function originOf(url: string): string {
@@ -55,40 +33,6 @@ function originOf(url: string): string {
   } catch {
     return url;
   }
-}
-
-/** Bulky Run fields dropped first when a body is over the size cap. */
-const BULKY_RUN_FIELDS = ['request_config', 'metadata', 'callback_error'];
-
-/** The request body for a target; over `maxBytes`, bulky parts go and `data.truncated` says which. */
-export function renderBody(event: WatchEvent, format: 'event' | 'letta', maxBytes: number): string {
-  if (format === 'letta') {
-    // Letta's shape has no room for a note; an oversized body loses its metadata.
-    const body = JSON.stringify(lettaCallbackBody(event));
-    return Buffer.byteLength(body) <= maxBytes ? body : JSON.stringify({ ...lettaCallbackBody(event), metadata: null });
-  }
-  let body = JSON.stringify(event);
-  if (Buffer.byteLength(body) <= maxBytes) return body;
-  const dropped: string[] = [];
-  const run = event.data.run ? { ...event.data.run } : null;
-  if (run) {
-    for (const f of BULKY_RUN_FIELDS) {
-      const fields = run as Record<string, unknown>;
-      if (fields[f] == null) continue;
-      delete fields[f];
-      dropped.push(`run.${f}`);
-    }
-  }
-  let data: Record<string, unknown> = { ...event.data, run, truncated: dropped };
-  body = JSON.stringify({ ...event, data });
-  if (Buffer.byteLength(body) > maxBytes) {
-    // Still too big: keep the identifying fields of the run only, then drop the metadata.
-    const slim = run ? { id: run.id, agent_id: run.agent_id, status: run.status, stop_reason: run.stop_reason, completed_at: run.completed_at } : null;
-    dropped.push('run.*', 'metadata');
-    data = { ...event.data, run: slim, metadata: null, truncated: dropped };
-    body = JSON.stringify({ ...event, data });
-  }
-  return body;
 }
 
 /** Standard Webhooks headers; one signature per secret, so receivers can rotate. */
@@ -107,6 +51,10 @@ export interface DeliveryDeps {
   config: Config['webhooks'];
   secrets: readonly string[];
   guard: UrlGuard;
+  targets: readonly Target[];
+  formats: ReadonlyMap<string, Format>;
+  /** Where attempt outcomes go to raise operator events; none in some tests. */
+  endpoints?: EndpointHealth;
   /** For configured targets; tests pass a MockAgent. */
   dispatcher?: Dispatcher;
   clock: Clock;
@@ -139,13 +87,24 @@ async function readSnippet(body: Dispatcher.ResponseData['body'], limit: number)
 const SETTLE_BATCH = 256;
 /** A delivery deferred because its host is at its cap waits this long, plus up to as long again. */
 const DEFER_MS = 250;
+/** A run's end waits this long for the stall alert before it to go first (lua/stall-order.lua). */
+const STALL_ORDER_WAIT_MS = 500;
 /** Bytes of a failed response kept in the dead letter. */
 const RESPONSE_SNIPPET_BYTES = 512;
+/** The name operator events give the per-run URLs, counted as one endpoint (they are the callers'). */
+const PER_RUN_ENDPOINT = '(per-run)';
+
+/** What one attempt's requests got: the first that was not a 2xx stops the rest. */
+interface AttemptResult {
+  status: number | undefined;
+  detail: string;
+  retryAfterMs: number | undefined;
+}
 
 export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
   const c = d.config;
   const random = d.random ?? Math.random;
-  const configured = new Map(configuredTargets(c).map((t) => [t.key, t]));
+  const configured = new Map(d.targets.map((t) => [t.key, t]));
   const signers = d.secrets.map((s) => new Webhook(s));
   const perHostLimit = Math.max(1, Math.ceil(c.concurrency / 4));
   /** Attempts in flight per origin. */
@@ -158,18 +117,36 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
   // through a plain agent. Per-run targets go through the guard's agent, which re-checks
   // addresses when it connects.
   const trusted = d.dispatcher ?? new Agent({ keepAliveTimeout: 10_000 });
+  const reporting = new Set<Promise<unknown>>();
+  const reporter = d.endpoints
+    ? makeBatcher<HealthReport, null>(
+        async (reports) => {
+          const { raised, recorded } = await (d.endpoints as EndpointHealth).report(reports, new Date(d.clock.now()));
+          for (const e of raised) {
+            d.metrics.opsEvents.inc({ type: e.type });
+            log.warn({ type: e.type, target: e.target, event_id: e.id }, 'operator event');
+          }
+          // Operator events are delivered from partition 0's outbox.
+          if (recorded > 0) wake(0, c.scheduleMs[0] ?? 0);
+          return reports.map(() => null);
+        },
+        { maxBatch: SETTLE_BATCH },
+      )
+    : undefined;
 
   function jittered(ms: number): number {
     return Math.round(ms * (1 + c.jitter * (2 * random() - 1)));
   }
 
+  function wake(partition: number, inMs: number): void {
+    // The loop may be asleep until a due time it read before this delivery was put back.
+    claims.dueIn(partition, inMs);
+    loop.wake();
+  }
+
   async function settle(claim: DeliveryClaim, op: DeliverySettle): Promise<void> {
     await (settlers[claim.partition] as Batcher<DeliverySettle, boolean>).add(op);
-    if (op.kind === 'retry' || op.kind === 'hand-back') {
-      // The loop may be asleep until a due time it read before this delivery was put back.
-      claims.dueIn(claim.partition, op.delayMs);
-      loop.wake();
-    }
+    if (op.kind === 'retry' || op.kind === 'hand-back' || op.kind === 'again') wake(claim.partition, op.delayMs);
   }
 
   async function finish(claim: DeliveryClaim, op: DeliverySettle, outcome: string): Promise<void> {
@@ -178,7 +155,19 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
     await settle(claim, op);
   }
 
-  function deadLetter(claim: DeliveryClaim, target: WebhookTarget | undefined, reason: string, extra: Record<string, unknown> = {}): DeliverySettle & { kind: 'dead-letter' } {
+  /** An attempt's outcome, for the endpoint's health (operator events); not awaited. */
+  function report(target: Target, event: AnyEvent, outcome: HealthReport['outcome'], r: AttemptResult): void {
+    if (!reporter) return;
+    const detail = r.status === undefined ? r.detail : `answered HTTP ${r.status}`;
+    const name = target.perRun ? PER_RUN_ENDPOINT : target.name;
+    const p = reporter
+      .add({ name, selfKey: target.key, outcome, status: r.status, detail, eventId: isRunEvent(event) ? event.id : undefined })
+      .then(() => d.health.recovered('endpoint health'), (err: unknown) => d.health.report('endpoint health', err));
+    reporting.add(p);
+    void p.finally(() => reporting.delete(p));
+  }
+
+  function deadLetter(claim: DeliveryClaim, target: Target | undefined, reason: string, extra: Record<string, unknown> = {}): DeliverySettle & { kind: 'dead-letter' } {
     const letter = deliveryDeadLetter(reason, new Date(d.clock.now()), {
       target: claim.targetKey,
       format: target?.format ?? null,
@@ -189,10 +178,53 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
     return { kind: 'dead-letter', member: claim.member, counter: claim.counter, deadLetterJson: letter, disableTarget: false };
   }
 
+  /**
+   * A stalled run's alert and its resolution go to a target in that order (lua/stall-order.lua):
+   * false when this delivery must not go now (a stall alert for a run that has ended is done
+   * unsent; a run's end waits for the stall alert before it).
+   */
+  async function inOrder(claim: DeliveryClaim, event: AnyEvent, format: Format): Promise<'send' | 'obsolete' | 'wait'> {
+    if (!format.resolvesStalled || !isRunEvent(event)) return 'send';
+    const runId = event.data.run_id;
+    if (event.type === 'run.stalled') {
+      return (await d.outbox.stallOrder(claim.partition, 'stall', runId, claim.member, c.leaseMs)) ? 'send' : 'obsolete';
+    }
+    if (event.data.watch.stalled_at === null) return 'send';
+    const stall = deliveryMember(eventId(runId, 'run.stalled'), claim.targetKey);
+    return (await d.outbox.stallOrder(claim.partition, 'end', runId, stall, c.leaseMs)) ? 'send' : 'wait';
+  }
+
+  /** Sends the requests in order; the first that gets no 2xx ends the attempt. */
+  async function send(requests: readonly RenderedRequest[], target: Target, claim: DeliveryClaim, signal: AbortSignal): Promise<AttemptResult> {
+    let result: AttemptResult = { status: undefined, detail: '', retryAfterMs: undefined };
+    for (const [i, r] of requests.entries()) {
+      // Each message its own id (Standard Webhooks), the same on every retry.
+      const id = i === 0 ? claim.eventId : `${claim.eventId}_${i}`;
+      const headers = {
+        ...target.headers,
+        'content-type': r.contentType,
+        'user-agent': 'letta-run-watcher',
+        ...signatureHeaders(id, new Date(d.clock.now()), r.body, signers),
+      };
+      const res = await request(r.url, {
+        method: 'POST',
+        headers,
+        body: r.body,
+        signal: AbortSignal.any([signal, AbortSignal.timeout(c.attemptTimeoutMs)]),
+        dispatcher: target.perRun ? d.guard.dispatcher : trusted,
+      });
+      result = { status: res.statusCode, detail: await readSnippet(res.body, RESPONSE_SNIPPET_BYTES), retryAfterMs: parseRetryAfter(res.headers['retry-after'], d.clock.now()) };
+      if (res.statusCode < 200 || res.statusCode >= 300) break;
+    }
+    return result;
+  }
+
   async function deliver(claim: DeliveryClaim, signal: AbortSignal): Promise<void> {
     const { member, counter } = claim;
-    const target = targetFor(claim.targetKey, configured);
+    const target = resolveTarget(claim.targetKey, configured);
     if (!target) return await finish(claim, deadLetter(claim, target, `target ${claim.targetKey} is no longer configured`), 'dead');
+    const format = d.formats.get(target.format);
+    if (!format) return await finish(claim, deadLetter(claim, target, `format ${target.format} is not known to this version`), 'dead');
     const host = originOf(target.url);
     const who = target.perRun ? `per-run ${host}` : target.key;
     if (claim.disabled) {
@@ -207,63 +239,64 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
         return await finish(claim, deadLetter(claim, target, `refused: ${verdict.reason}`), 'refused');
       }
     }
+    const event = JSON.parse(claim.eventJson) as AnyEvent;
+    const order = await inOrder(claim, event, format);
+    if (order === 'obsolete') return await finish(claim, { kind: 'delivered', member, counter }, 'obsolete');
+    if (order === 'wait') return await finish(claim, { kind: 'hand-back', member, counter, delayMs: STALL_ORDER_WAIT_MS * (1 + random()) }, 'deferred');
+    let requests: RenderedRequest[];
+    try {
+      requests = format.render(event, target, { maxBodyBytes: c.maxBodyBytes, now: new Date(d.clock.now()) });
+    } catch (err) {
+      // It would throw again on every retry.
+      return await finish(claim, deadLetter(claim, target, `the ${target.format} format could not render this event: ${(err as Error).message}`), 'dead');
+    }
+    if (requests.length === 0) return await finish(claim, { kind: 'delivered', member, counter }, 'skipped');
+
     // A slow host may hold only its share of the slots; the rest wait in Redis.
     const busy = inFlight.get(host) ?? 0;
     if (busy >= perHostLimit) return await finish(claim, { kind: 'hand-back', member, counter, delayMs: DEFER_MS + random() * DEFER_MS * 3 }, 'deferred');
     inFlight.set(host, busy + 1);
     const attempt = claim.attempts + 1;
     const began = d.clock.now();
-    let status: number | undefined;
-    let detail: string;
-    let retryAfterMs: number | undefined;
+    let result: AttemptResult;
     try {
-      const body = renderBody(JSON.parse(claim.eventJson) as WatchEvent, target.format, c.maxBodyBytes);
-      const headers = {
-        ...target.headers,
-        'content-type': 'application/json',
-        'user-agent': 'letta-run-watcher',
-        ...signatureHeaders(claim.eventId, new Date(d.clock.now()), body, signers),
-      };
-      const timeout = AbortSignal.timeout(c.attemptTimeoutMs);
-      const res = await request(target.url, {
-        method: 'POST',
-        headers,
-        body,
-        signal: AbortSignal.any([signal, timeout]),
-        dispatcher: target.perRun ? d.guard.dispatcher : trusted,
-      });
-      status = res.statusCode;
-      detail = await readSnippet(res.body, RESPONSE_SNIPPET_BYTES);
-      retryAfterMs = parseRetryAfter(res.headers['retry-after'], d.clock.now());
+      result = await send(requests, target, claim, signal);
     } catch (err) {
       if (signal.aborted) return await settle(claim, { kind: 'hand-back', member, counter, delayMs: 0 });
-      detail = (err as Error).message;
+      result = { status: undefined, detail: (err as Error).message, retryAfterMs: undefined };
     } finally {
       const n = (inFlight.get(host) ?? 1) - 1;
       if (n <= 0) inFlight.delete(host);
       else inFlight.set(host, n);
       d.metrics.deliveryDuration.observe((d.clock.now() - began) / 1000);
     }
+    const { status, detail } = result;
 
     if (status !== undefined && status >= 200 && status < 300) {
       log.debug({ target: who, event_id: claim.eventId, status, attempt }, 'webhook delivered');
+      report(target, event, 'ok', result);
+      // Alertmanager resolves an alert that is not re-sent: a stall's goes again while it lasts.
+      if (event.type === 'run.stalled' && format.repeatsStalled) return await finish(claim, { kind: 'again', member, counter, delayMs: target.repeatMs }, 'delivered');
       return await finish(claim, { kind: 'delivered', member, counter }, 'delivered');
     }
     const last = { last_status: status ?? null, last_response: detail };
     if (status === 410) {
       log.warn({ target: who }, 'webhook endpoint answered 410 Gone; no more deliveries to it');
+      report(target, event, 'gone', result);
       return await finish(claim, { ...deadLetter(claim, target, 'endpoint answered 410 Gone', last), disableTarget: true }, 'gone');
     }
     const next = c.scheduleMs[attempt];
     if (next === undefined) {
       log.warn({ target: who, event_id: claim.eventId, status, attempts: attempt }, 'webhook delivery exhausted its retries; dead-lettered');
+      report(target, event, 'dead', result);
       return await finish(claim, deadLetter({ ...claim, attempts: attempt }, target, `no 2xx after ${attempt} attempts`, last), 'dead');
     }
     let delay = jittered(next);
-    if (status !== undefined && RESPECT_RETRY_AFTER.has(status) && retryAfterMs !== undefined) {
-      delay = Math.max(delay, Math.min(retryAfterMs, c.retryAfterCapMs));
+    if (status !== undefined && RESPECT_RETRY_AFTER.has(status) && result.retryAfterMs !== undefined) {
+      delay = Math.max(delay, Math.min(result.retryAfterMs, c.retryAfterCapMs));
     }
     log.info({ target: who, event_id: claim.eventId, status: status ?? null, error: status === undefined ? detail : undefined, attempt, retry_in_ms: delay }, 'webhook attempt failed; will retry');
+    report(target, event, 'failed', result);
     return await finish(claim, { kind: 'retry', member, counter, delayMs: delay, attempts: attempt }, 'retry');
   }
 
@@ -305,6 +338,7 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
     async stop(graceMs) {
       await loop.stop(graceMs);
       await Promise.all(settlers.map((s) => s.drain()));
+      await Promise.allSettled([...reporting]);
       if (!d.dispatcher) await trusted.close();
     },
     get held() {
