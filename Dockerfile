@@ -9,6 +9,17 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build
 
+# The Letta simulator, a stand-in for Letta's REST API for demos (docker compose's letta-sim,
+# or `docker build --target simulator`). It is no part of the daemon's image: it runs from its
+# TypeScript source (Node strips the types) on the build stage's dependencies.
+FROM build AS simulator
+COPY config ./config
+COPY tools ./tools
+USER node
+EXPOSE 8283
+ENTRYPOINT ["node", "tools/simulator/main.ts"]
+CMD ["--host", "0.0.0.0", "--port", "8283"]
+
 # Runtime stage: production dependencies only, non-root, tini as PID 1 so SIGTERM reaches
 # Node and the daemon drains before Kubernetes or Compose kills it.
 FROM node:24-slim

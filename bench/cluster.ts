@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Cluster, Redis } from 'ioredis';
 import { layoutFor } from '../src/redis/keys.ts';
-import { startRedisCluster } from '../test/support/redis-cluster.ts';
+import { startRedisCluster } from '../test/kit/redis-cluster.ts';
 import { commandStats, daemonReadyOn, fmt, startApiServer, startDaemon, statDelta, type BenchRedis } from './support.ts';
 
 /**

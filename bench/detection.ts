@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
-import { parseLettaTime } from '../src/classify.ts';
-import type { WatchEvent } from '../src/events.ts';
+import { parseLettaTime } from '../src/letta/run-state.ts';
+import type { WatchEvent } from '../src/events/event.ts';
 import { layoutFor } from '../src/redis/keys.ts';
-import { startSimulator, type Simulator } from '../src/simulator/server.ts';
-import { freePort } from '../test/support/redis-server.ts';
+import { startSimulator, type Simulator } from '../tools/simulator/server.ts';
+import { freePort } from '../test/kit/redis-server.ts';
 import { logUniform } from './lag.ts';
 import { fmt, percentile, seeded, startDaemon, type BenchRedis, type DaemonProcess } from './support.ts';
 

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { layoutFor } from '../src/redis/keys.ts';
-import { startSimulator } from '../src/simulator/server.ts';
+import { startSimulator } from '../tools/simulator/server.ts';
 import { commandStats, daemonReady, startDaemon, statDelta, type BenchRedis } from './support.ts';
 
 /**

@@ -1,4 +1,4 @@
-import { nextPollDelay, type CadenceOptions } from '../src/cadence.ts';
+import { nextPollDelay, type CadenceOptions } from '../src/polling/cadence.ts';
 import { mean, percentile, seeded } from './support.ts';
 
 /**

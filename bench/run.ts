@@ -6,13 +6,13 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
-import { parseLettaTime } from '../src/classify.ts';
-import type { WatchEvent } from '../src/events.ts';
+import { parseLettaTime } from '../src/letta/run-state.ts';
+import type { WatchEvent } from '../src/events/event.ts';
 import { layoutFor } from '../src/redis/keys.ts';
 import { defineScripts } from '../src/redis/scripts.ts';
-import { makeIntakeStore } from '../src/store/intake.ts';
-import { makeRunStore, type ClaimBatch } from '../src/store/runs.ts';
-import { startSimulator } from '../src/simulator/server.ts';
+import { makeIntakeStore } from '../src/intake/store.ts';
+import { makeRunStore, type ClaimBatch } from '../src/polling/runs.ts';
+import { startSimulator } from '../tools/simulator/server.ts';
 import { fixed, lagSvg, logUniform, monteCarlo, simulateCadence, summarize, type LagSummary, type MonteCarlo } from './lag.ts';
 import { benchCluster, clusterMarkdown, type ClusterBench } from './cluster.ts';
 import { benchDetection, detectionMarkdown, detectionSvg, type Detection } from './detection.ts';
@@ -1026,7 +1026,7 @@ function report(a: All): string {
     '',
     '![Detection lag against run duration](bench/lag.svg)',
     '',
-    `Live check: the daemon against the simulator (src/simulator) at 1/${SIZES.liveScale} of real time (durations ${(2000 / SIZES.liveScale).toFixed(0)} ms–${(600_000 / SIZES.liveScale / 1000).toFixed(1)} s, cadence and intake check interval scaled alike), ` +
+    `Live check: the daemon against the simulator (tools/simulator) at 1/${SIZES.liveScale} of real time (durations ${(2000 / SIZES.liveScale).toFixed(0)} ms–${(600_000 / SIZES.liveScale / 1000).toFixed(1)} s, cadence and intake check interval scaled alike), ` +
       `${SIZES.liveRuns} runs started over ${SIZES.liveSpreadMs} ms; lag = the event's \`detected_at\` − the Run's \`completed_at\`, calls = requests the simulator saw for the run. ` +
       'Predicted = the Monte Carlo on the same durations and cadence. Figures are in scaled milliseconds.',
     '',

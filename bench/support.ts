@@ -5,11 +5,11 @@ import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-export { seeded } from '../src/simulator/prng.ts';
+export { seeded } from '../tools/simulator/prng.ts';
 // The bench starts its own redis-server (startRedis below, not the tests' startRedisServer):
 // its children are tracked so a signal or crash of the bench kills them, and its logs are kept
 // for the error when Redis does not come up.
-import { freePort } from '../test/support/redis-server.ts';
+import { freePort } from '../test/kit/redis-server.ts';
 
 /**
  * Plumbing for the benchmark: child processes (Redis, the API stub, the daemon, autocannon)

@@ -12,10 +12,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { Webhook } from 'standardwebhooks';
-import { parseLettaTime } from '../src/classify.ts';
-import type { WatchEvent } from '../src/events.ts';
-import { startSimulator, type SimOutcome } from '../src/simulator/server.ts';
-import { startRedisServer } from '../test/support/redis-server.ts';
+import { parseLettaTime } from '../src/letta/run-state.ts';
+import type { WatchEvent } from '../src/events/event.ts';
+import { startSimulator, type SimOutcome } from '../tools/simulator/server.ts';
+import { startRedisServer } from '../test/kit/redis-server.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const tty = process.stdout.isTTY === true;

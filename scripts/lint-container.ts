@@ -20,6 +20,7 @@ for (const d of validate(dockerfile)) {
 const rules: [RegExp, string][] = [
   [/^FROM node:24-slim AS build$/m, 'the build stage must be FROM node:24-slim AS build'],
   [/^FROM node:24-slim$/m, 'the runtime stage must be FROM node:24-slim'],
+  [/^FROM build AS simulator$/m, 'the simulator must be a stage of its own (FROM build AS simulator), out of the runtime image'],
   [/^USER (?!root)\S+$/m, 'the runtime stage must run as a non-root USER'],
   [/^HEALTHCHECK .*\n?.*\/healthz/m, 'there must be a HEALTHCHECK on /healthz'],
   [/^ENTRYPOINT \["\/usr\/bin\/tini", "--"/m, 'tini must be PID 1 so signals reach Node'],
@@ -54,6 +55,8 @@ if (!check(compose)) {
 const services = (compose['services'] ?? {}) as Record<string, Record<string, unknown>>;
 for (const name of ['redis', 'watcher', 'letta-sim']) if (!services[name]) problems.push(`docker-compose.yml: service ${name} is missing`);
 for (const [name, svc] of Object.entries(services)) if (!svc['healthcheck']) problems.push(`docker-compose.yml: service ${name} has no healthcheck`);
+const simBuild = services['letta-sim']?.['build'] as { target?: unknown } | undefined;
+if (simBuild?.target !== 'simulator') problems.push('docker-compose.yml: letta-sim must build the Dockerfile target simulator');
 const redisCommand = JSON.stringify(services['redis']?.['command'] ?? '');
 if (!redisCommand.includes('appendonly') || !redisCommand.includes('noeviction')) {
   problems.push('docker-compose.yml: redis must run with --appendonly yes and --maxmemory-policy noeviction');

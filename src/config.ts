@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DaemonError } from './errors.ts';
-import { OPS_EVENT_TYPES, RUN_EVENT_TYPES } from './events.ts';
-import { STOP_REASONS } from './letta-client.ts';
+import { OPS_EVENT_TYPES, RUN_EVENT_TYPES } from './events/event.ts';
+import { STOP_REASONS } from './letta/client.ts';
 import { hashTagOf } from './redis/keys.ts';
 import { redactUrl } from './redact.ts';
-import type { IntakeLimits } from './store/intake.ts';
+import type { IntakeLimits } from './intake/store.ts';
 import { formatExists, formatNames } from './webhooks/format.ts';
 
 /**

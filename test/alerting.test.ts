@@ -2,14 +2,14 @@ import { HTTP, type CloudEvent } from 'cloudevents';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.ts';
 import { Daemon } from '../src/daemon.ts';
-import type { AnyEvent, OpsEvent, WatchEvent } from '../src/events.ts';
+import type { AnyEvent, OpsEvent, WatchEvent } from '../src/events/event.ts';
 import { makeLogger } from '../src/log.ts';
-import { seeded } from '../src/simulator/prng.ts';
-import type { StopReason } from '../src/simulator/runs.ts';
-import { startSimulator, type CreatedRun, type SimRunSpec, type Simulator } from '../src/simulator/server.ts';
-import { startAlertmanager, type Alertmanager } from './support/alertmanager.ts';
-import { captureLogger, enqueue, keys, readDead, readEvents, runCli, testEnv, useSuite, waitFor, type EnvOverrides } from './support/harness.ts';
-import { newSecret, startReceiver, type Receiver, type ReceivedRequest } from './support/receiver.ts';
+import { seeded } from '../tools/simulator/prng.ts';
+import type { StopReason } from '../tools/simulator/runs.ts';
+import { startSimulator, type CreatedRun, type SimRunSpec, type Simulator } from '../tools/simulator/server.ts';
+import { startAlertmanager, type Alertmanager } from './kit/alertmanager.ts';
+import { captureLogger, enqueue, keys, readDead, readEvents, runCli, testEnv, useSuite, waitFor, type EnvOverrides } from './kit/harness.ts';
+import { newSecret, startReceiver, type Receiver, type ReceivedRequest } from './kit/receiver.ts';
 
 /**
  * The alerting stack's own formats end to end: the daemon in-process, the simulator as Letta,

@@ -1,8 +1,8 @@
 import { Cluster } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { layoutFor, partitionIndex } from '../src/redis/keys.ts';
-import type { WatchEvent } from '../src/events.ts';
-import { startSimulator, type CreatedRun } from '../src/simulator/server.ts';
+import type { WatchEvent } from '../src/events/event.ts';
+import { startSimulator, type CreatedRun } from '../tools/simulator/server.ts';
 import {
   Cleanup,
   captureLogger,
@@ -15,10 +15,10 @@ import {
   testEnv,
   waitFor,
   type StreamEvent,
-} from './support/harness.ts';
-import { startReceiver } from './support/receiver.ts';
-import { startRedisCluster, type RedisCluster } from './support/redis-cluster.ts';
-import { seeded } from '../src/simulator/prng.ts';
+} from './kit/harness.ts';
+import { startReceiver } from './kit/receiver.ts';
+import { startRedisCluster, type RedisCluster } from './kit/redis-cluster.ts';
+import { seeded } from '../tools/simulator/prng.ts';
 import { afterEach } from 'vitest';
 
 /**

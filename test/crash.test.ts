@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { startSimulator, type CreatedRun, type Simulator } from '../src/simulator/server.ts';
-import { startRedisServer } from './support/redis-server.ts';
+import { startSimulator, type CreatedRun, type Simulator } from '../tools/simulator/server.ts';
+import { startRedisServer } from './kit/redis-server.ts';
 import {
   expectExactlyOnce,
   configFile,
@@ -19,7 +19,7 @@ import {
   type SpawnedDaemon,
   type StreamEvent,
   useSuite,
-} from './support/harness.ts';
+} from './kit/harness.ts';
 
 /**
  * The real binary (`node src/main.ts run`) as child processes: kill -9 at random moments,

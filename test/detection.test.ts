@@ -2,9 +2,9 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { parseLettaTime } from '../src/classify.ts';
+import { parseLettaTime } from '../src/letta/run-state.ts';
 import type { Config } from '../src/config.ts';
-import { startSimulator, type SimulatorOptions, type Simulator } from '../src/simulator/server.ts';
+import { startSimulator, type SimulatorOptions, type Simulator } from '../tools/simulator/server.ts';
 import {
   answeredHealth,
   captureLogger,
@@ -22,8 +22,8 @@ import {
   waitForEvents,
   type EnvOverrides,
   type StreamEvent,
-} from './support/harness.ts';
-import { startReceiver } from './support/receiver.ts';
+} from './kit/harness.ts';
+import { startReceiver } from './kit/receiver.ts';
 
 /**
  * Knowing within seconds, with few API calls: reconciliation with the list of active runs,

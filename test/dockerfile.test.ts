@@ -4,16 +4,18 @@ import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { startSimulator } from '../src/simulator/server.ts';
-import { freePort } from './support/redis-server.ts';
+import { startSimulator } from '../tools/simulator/server.ts';
+import { freePort } from './kit/redis-server.ts';
 
 /**
  * There is no Docker engine on our machines, so this test does what the Dockerfile says, step
- * by step, in a temporary folder: each stage gets its own root, COPY copies from the context or
- * another stage, RUN runs in the WORKDIR, and the image's ENTRYPOINT + CMD starts the daemon,
- * whose /healthz must answer and whose HEALTHCHECK command must pass. The steps are read from
- * the Dockerfile itself, so a change there is tested here. Only `apt-get` lines (tini) are
- * skipped: they install system packages, which a test must not do.
+ * by step, in a temporary folder: each stage gets its own root (a copy of its parent stage's,
+ * for FROM <stage>), COPY copies from the context or another stage, RUN runs in the WORKDIR,
+ * and the image's ENTRYPOINT + CMD starts the daemon, whose /healthz must answer and whose
+ * HEALTHCHECK command must pass; the simulator stage (compose's letta-sim) must start and
+ * answer GET /v1/health/ as Letta does. The steps are read from the Dockerfile itself, so a
+ * change there is tested here. Only `apt-get` lines (tini) are skipped: they install system
+ * packages, which a test must not do.
  */
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -37,8 +39,34 @@ function parseDockerfile(text: string): Instruction[] {
 const work = mkdtempSync(join(tmpdir(), 'lrw-docker-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
+/** The simulator stage's ENTRYPOINT + CMD (on a free port) answers GET /v1/health/ as Letta does. */
+async function expectSimulatorStage(image: { root: string; workdir: string; entrypoint: string[]; cmd: string[] } | undefined): Promise<void> {
+  expect(image, 'a stage named simulator').toBeDefined();
+  const { root, workdir, entrypoint, cmd } = image as NonNullable<typeof image>;
+  const [bin = '', ...argv] = [...entrypoint, ...cmd];
+  expect(bin).toBe('node');
+  const port = await freePort();
+  const at = argv.indexOf('--port');
+  argv[at + 1] = String(port);
+  const child = spawn(process.execPath, argv, { cwd: join(root, workdir), stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  try {
+    let body = '';
+    for (let i = 0; i < 100 && !body.includes('"status"'); i++) {
+      body = await fetch(`http://127.0.0.1:${port}/v1/health/`).then((r) => (r.ok ? r.text() : ''), () => '');
+      if (!body) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(JSON.parse(body || 'null'), output).toMatchObject({ status: 'ok' });
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  }
+}
+
 describe('the Dockerfile, performed without Docker', () => {
-  it('installs, builds and starts a daemon whose /healthz and HEALTHCHECK pass', async () => {
+  it('installs, builds and starts a daemon whose /healthz and HEALTHCHECK pass, and a simulator stage apart from it', async () => {
     const steps = parseDockerfile(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'));
     const stages = new Map<string, string>();
     let stageRoot = '';
@@ -47,6 +75,9 @@ describe('the Dockerfile, performed without Docker', () => {
     let entrypoint: string[] = [];
     let cmd: string[] = [];
     let healthcheck: string[] = [];
+    /** Each stage's root, WORKDIR, ENTRYPOINT and CMD, by name. */
+    const images = new Map<string, { root: string; workdir: string; entrypoint: string[]; cmd: string[] }>();
+    let stageName = '';
     let skipped: string[] = [];
     const at = (p: string) => join(stageRoot, posix.isAbsolute(p) ? p : posix.join(workdir, p));
 
@@ -54,12 +85,17 @@ describe('the Dockerfile, performed without Docker', () => {
       switch (op) {
         case 'FROM': {
           const [image = '', as, name] = args.split(/\s+/);
-          expect(image).toBe('node:24-slim');
+          const parent = stages.get(image);
+          if (parent === undefined) expect(image).toBe('node:24-slim');
           stageRoot = join(work, `stage${stages.size}`);
           mkdirSync(stageRoot, { recursive: true });
-          stages.set(as?.toUpperCase() === 'AS' && name ? name : String(stages.size), stageRoot);
-          workdir = '/';
-          env = {};
+          if (parent !== undefined) cpSync(parent, stageRoot, { recursive: true, verbatimSymlinks: true });
+          stageName = as?.toUpperCase() === 'AS' && name ? name : String(stages.size);
+          stages.set(stageName, stageRoot);
+          workdir = parent === undefined ? '/' : (images.get(image)?.workdir ?? '/');
+          if (parent === undefined) env = {};
+          entrypoint = [];
+          cmd = [];
           break;
         }
         case 'WORKDIR':
@@ -102,8 +138,10 @@ describe('the Dockerfile, performed without Docker', () => {
         default:
           break;
       }
+      images.set(stageName, { root: stageRoot, workdir, entrypoint, cmd });
     }
     expect(skipped.join(' ')).toContain('tini');
+    await expectSimulatorStage(images.get('simulator'));
     // tini comes from the skipped apt-get step; what it runs is the rest of the ENTRYPOINT.
     expect(entrypoint.slice(0, 2)).toEqual(['/usr/bin/tini', '--']);
     const [bin = '', ...argv] = [...entrypoint.slice(2), ...cmd];

@@ -5,9 +5,9 @@ import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import type { Config } from '../src/config.ts';
 import { Daemon } from '../src/daemon.ts';
-import { eventId, type WatchEvent } from '../src/events.ts';
+import { eventId, type WatchEvent } from '../src/events/event.ts';
 import { makeLogger } from '../src/log.ts';
-import { startSimulator, type CreatedRun, type Simulator, type SimulatorOptions } from '../src/simulator/server.ts';
+import { startSimulator, type CreatedRun, type Simulator, type SimulatorOptions } from '../tools/simulator/server.ts';
 import {
   answeredHealth,
   expectExactlyOnce,
@@ -24,8 +24,8 @@ import {
   waitForEvents,
   type StreamEvent,
   useSuite,
-} from './support/harness.ts';
-import { startRedisServer } from './support/redis-server.ts';
+} from './kit/harness.ts';
+import { startRedisServer } from './kit/redis-server.ts';
 
 /**
  * The watch engine in-process (the Daemon composition root) against the simulator and a real

@@ -1,8 +1,8 @@
 import { readdirSync } from 'node:fs';
 import { HTTP, ValidationError, type CloudEvent } from 'cloudevents';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildEvent, type AnyEvent, type EventInput, type OpsEvent, type WatchEvent } from '../src/events.ts';
-import type { Run } from '../src/letta-client.ts';
+import { buildEvent, type AnyEvent, type EventInput, type OpsEvent, type WatchEvent } from '../src/events/event.ts';
+import type { Run } from '../src/letta/client.ts';
 import { formatNames, loadFormats, type Format, type RenderedRequest, type TargetSpec } from '../src/webhooks/format.ts';
 
 /**

@@ -12,8 +12,8 @@ import {
   waitFor,
   type DeadLetter,
   useSuite,
-} from './support/harness.ts';
-import { seeded } from '../src/simulator/prng.ts';
+} from './kit/harness.ts';
+import { seeded } from '../tools/simulator/prng.ts';
 
 /**
  * Bad input on the intake list. 10,000 generated entries (random bytes, huge strings, unicode

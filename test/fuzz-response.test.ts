@@ -5,7 +5,7 @@ import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { Daemon } from '../src/daemon.ts';
 import { makeLogger } from '../src/log.ts';
-import { answeredHealth, keys, readEvents, testConfig, waitFor, useSuite } from './support/harness.ts';
+import { answeredHealth, keys, readEvents, testConfig, waitFor, useSuite } from './kit/harness.ts';
 
 /**
  * Bad answers from the Letta side: non-JSON, truncated JSON, wrong types, HTML error pages, a

@@ -5,8 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { eventId } from '../src/events.ts';
-import { startSimulator, type Simulator, type SimulatorOptions } from '../src/simulator/server.ts';
+import { eventId } from '../src/events/event.ts';
+import { startSimulator, type Simulator, type SimulatorOptions } from '../tools/simulator/server.ts';
 import {
   captureLogger,
   configFile,
@@ -24,9 +24,9 @@ import {
   useSuite,
   waitFor,
   waitForEvents,
-} from './support/harness.ts';
-import { startReceiver, type Receiver, type ReceiverOptions } from './support/receiver.ts';
-import { startRedisServer } from './support/redis-server.ts';
+} from './kit/harness.ts';
+import { startReceiver, type Receiver, type ReceiverOptions } from './kit/receiver.ts';
+import { startRedisServer } from './kit/redis-server.ts';
 
 /**
  * Regression tests for the attack review and the misconfigured-server run (issue "Hardening"):

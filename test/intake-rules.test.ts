@@ -3,10 +3,10 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { layoutFor } from '../src/redis/keys.ts';
 import { defineScripts } from '../src/redis/scripts.ts';
-import { seeded } from '../src/simulator/prng.ts';
-import type { StoreContext } from '../src/store/context.ts';
-import { makeIntakeStore, type IntakeLimits } from '../src/store/intake.ts';
-import { deletePrefix } from './support/harness.ts';
+import { seeded } from '../tools/simulator/prng.ts';
+import type { StoreContext } from '../src/redis/context.ts';
+import { makeIntakeStore, type IntakeLimits } from '../src/intake/store.ts';
+import { deletePrefix } from './kit/harness.ts';
 
 /**
  * The intake rules are one definition (lua/includes/entry_rules.lua) run in two places: the

@@ -6,9 +6,9 @@ import { parse } from 'yaml';
 import { loadConfig, type Config } from '../src/config.ts';
 import { Daemon } from '../src/daemon.ts';
 import { makeLogger } from '../src/log.ts';
-import { makeMetrics } from '../src/metrics.ts';
-import { startSimulator, type Simulator } from '../src/simulator/server.ts';
-import { freePort, startRedisServer, type RedisServer } from './support/redis-server.ts';
+import { makeMetrics } from '../src/ops/metrics.ts';
+import { startSimulator, type Simulator } from '../tools/simulator/server.ts';
+import { freePort, startRedisServer, type RedisServer } from './kit/redis-server.ts';
 
 const ROOT = new URL('..', import.meta.url);
 const log = makeLogger('silent');

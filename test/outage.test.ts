@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { Daemon } from '../src/daemon.ts';
 import { makeLogger } from '../src/log.ts';
-import { startSimulator, type CreatedRun, type Simulator } from '../src/simulator/server.ts';
+import { startSimulator, type CreatedRun, type Simulator } from '../tools/simulator/server.ts';
 import {
   expectExactlyOnce,
   configFile,
@@ -17,8 +17,8 @@ import {
   waitFor,
   type SpawnedDaemon,
   useSuite,
-} from './support/harness.ts';
-import { freePort, startRedisServer, type RedisServer } from './support/redis-server.ts';
+} from './kit/harness.ts';
+import { freePort, startRedisServer, type RedisServer } from './kit/redis-server.ts';
 
 /**
  * Outages around the daemon. Redis goes away for a while (8 s here; the 30 s of the issue with

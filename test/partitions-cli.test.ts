@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { layoutFor, partitionIndex } from '../src/redis/keys.ts';
-import { startSimulator } from '../src/simulator/server.ts';
-import { runCli, startDaemon, testConfig, testEnv, useSuite, waitFor } from './support/harness.ts';
+import { startSimulator } from '../tools/simulator/server.ts';
+import { runCli, startDaemon, testConfig, testEnv, useSuite, waitFor } from './kit/harness.ts';
 
 /**
  * With N partitions the CLI covers every partition: `status --json` lists each events stream

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { ROOT } from './support/harness.ts';
+import { ROOT } from './kit/harness.ts';
 
 /**
  * The alert rules as Prometheus users check theirs: `promtool check rules` parses them and

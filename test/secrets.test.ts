@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import { startSimulator, type Simulator } from '../src/simulator/server.ts';
+import { startSimulator, type Simulator } from '../tools/simulator/server.ts';
 import {
   Cleanup,
   deleteTestKeys,
@@ -16,9 +16,9 @@ import {
   spawnDaemon,
   waitFor,
   type SpawnedDaemon,
-} from './support/harness.ts';
-import { startReceiver, type Receiver } from './support/receiver.ts';
-import { freePort } from './support/redis-server.ts';
+} from './kit/harness.ts';
+import { startReceiver, type Receiver } from './kit/receiver.ts';
+import { freePort } from './kit/redis-server.ts';
 
 /**
  * Secrets never leave the process. The daemon binary runs with LETTA_API_KEY=sk-test-<random>,

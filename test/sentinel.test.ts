@@ -2,10 +2,10 @@ import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Daemon } from '../src/daemon.ts';
 import { isDaemonError } from '../src/errors.ts';
-import type { WatchEvent } from '../src/events.ts';
+import type { WatchEvent } from '../src/events/event.ts';
 import { makeLogger } from '../src/log.ts';
-import { startSimulator, type CreatedRun } from '../src/simulator/server.ts';
-import { seeded } from '../src/simulator/prng.ts';
+import { startSimulator, type CreatedRun } from '../tools/simulator/server.ts';
+import { seeded } from '../tools/simulator/prng.ts';
 import {
   Cleanup,
   configFile,
@@ -20,9 +20,9 @@ import {
   testEnv,
   waitFor,
   type StreamEvent,
-} from './support/harness.ts';
-import { startReceiver } from './support/receiver.ts';
-import { startRedisSentinel, type RedisSentinel } from './support/redis-cluster.ts';
+} from './kit/harness.ts';
+import { startReceiver } from './kit/receiver.ts';
+import { startRedisSentinel, type RedisSentinel } from './kit/redis-cluster.ts';
 
 /**
  * Sentinel on loopback: a master, a replica and one sentinel (quorum 1). The daemon is given

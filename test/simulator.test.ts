@@ -1,10 +1,10 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import { request } from 'undici';
-import { startSimulator } from '../src/simulator/server.ts';
-import type { Simulator, SimulatorOptions } from '../src/simulator/server.ts';
-import { parseSimulatorArgs, simulatorUsage } from '../src/simulator/args.ts';
+import { startSimulator } from '../tools/simulator/server.ts';
+import type { Simulator, SimulatorOptions } from '../tools/simulator/server.ts';
+import { parseSimulatorArgs, simulatorUsage } from '../tools/simulator/args.ts';
 import { isDaemonError } from '../src/errors.ts';
-import { seeded } from '../src/simulator/prng.ts';
+import { seeded } from '../tools/simulator/prng.ts';
 
 const T0 = Date.parse('2025-10-17T21:53:00.000Z');
 const NAIVE_MICROS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}$/;
@@ -149,8 +149,8 @@ describe('run lifecycle', () => {
     expect(seen).toContain('cancelled');
   });
 
-  it('seeds runs at start and picks defaults from the configured range', async () => {
-    const { sim } = await start({ seed: 25, durationMs: [100, 200] });
+  it('creates initialRuns at start and picks defaults from the configured range', async () => {
+    const { sim } = await start({ initialRuns: 25, durationMs: [100, 200] });
     expect(sim.stats().runsCreated).toBe(25);
     const r = sim.createRun();
     expect(r.finishesAt! - T0).toBeGreaterThanOrEqual(100);
@@ -360,7 +360,7 @@ describe('options validation', () => {
       [{ faults: { retryAfterSeconds: 0.5 } }, 'retryAfterSeconds'],
       [{ port: 70000 }, 'port'],
       [{ durationMs: [5, 1] }, 'durationMs'],
-      [{ seed: -1 }, 'seed'],
+      [{ initialRuns: -1 }, 'initialRuns'],
       [{ outcomes: { completed: 0, failed: 0, cancelled: 0 } }, 'outcomes'],
     ];
     for (const [options, name] of cases) {
@@ -381,7 +381,7 @@ describe('parseSimulatorArgs', () => {
   it('accepts the documented flags', () => {
     const opts = parseSimulatorArgs(
       [
-        '--port', '9000', '--host', '0.0.0.0', '--seed', '50', '--duration-ms', '100-500',
+        '--port', '9000', '--host', '0.0.0.0', '--initial-runs', '50', '--duration-ms', '100-500',
         '--error-rate', '0.1', '--rate-limit-rate', '0.05', '--retry-after', '2', '--conflict-rate', '0.02',
         '--latency-ms', '20', '--hang-rate', '0.01', '--malformed-rate', '.03', '--quirk-rate', '1',
         '--api-key-env', 'SIM_KEY',
@@ -391,7 +391,7 @@ describe('parseSimulatorArgs', () => {
     expect(opts).toEqual({
       port: 9000,
       host: '0.0.0.0',
-      seed: 50,
+      initialRuns: 50,
       durationMs: [100, 500],
       apiKey: 'sk-secret',
       faults: {
@@ -405,7 +405,7 @@ describe('parseSimulatorArgs', () => {
         quirkRate: 1,
       },
     });
-    expect(parseSimulatorArgs([], {})).toEqual({ seed: 0 });
+    expect(parseSimulatorArgs([], {})).toEqual({ initialRuns: 0 });
     expect(parseSimulatorArgs(['--duration-ms', '750'], {}).durationMs).toEqual([750, 750]);
     expect(simulatorUsage).toContain('--api-key-env');
   });

@@ -3,12 +3,12 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { layoutFor, partitionIndex, partitionTag, SLOTS } from '../src/redis/keys.ts';
 import { defineScripts } from '../src/redis/scripts.ts';
-import type { StoreContext } from '../src/store/context.ts';
-import { makeIntakeStore, type IntakeLimits } from '../src/store/intake.ts';
-import { makeOutbox } from '../src/store/outbox.ts';
-import { makeRunStore, type RunClaim, type RunSettle } from '../src/store/runs.ts';
+import type { StoreContext } from '../src/redis/context.ts';
+import { makeIntakeStore, type IntakeLimits } from '../src/intake/store.ts';
+import { makeOutbox } from '../src/webhooks/outbox.ts';
+import { makeRunStore, type RunClaim, type RunSettle } from '../src/polling/runs.ts';
 import calculateSlot from 'cluster-key-slot';
-import { deletePrefix } from './support/harness.ts';
+import { deletePrefix } from './kit/harness.ts';
 
 /**
  * The store's operations straight against Redis: leases and fences, replayed claims, bulk

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { eventId } from '../src/events.ts';
-import { startSimulator } from '../src/simulator/server.ts';
+import { eventId } from '../src/events/event.ts';
+import { startSimulator } from '../tools/simulator/server.ts';
 import { V01_CLAIM, V01_INTAKE, V01_SETTLE } from './fixtures/v0.1-scripts.ts';
-import { configFile, expectExactlyOnce, keys, readEvents, startDaemon, testConfig, useSuite, waitFor } from './support/harness.ts';
-import { startReceiver } from './support/receiver.ts';
+import { configFile, expectExactlyOnce, keys, readEvents, startDaemon, testConfig, useSuite, waitFor } from './kit/harness.ts';
+import { startReceiver } from './kit/receiver.ts';
 
 /**
  * A daemon upgraded in place takes over what version 0.1 left in Redis: runs waiting in its

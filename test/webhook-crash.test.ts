@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { startSimulator, type Simulator } from '../src/simulator/server.ts';
+import { startSimulator, type Simulator } from '../tools/simulator/server.ts';
 import {
   configFile,
   enqueue,
@@ -12,8 +12,8 @@ import {
   waitForEvents,
   type SpawnedDaemon,
   useSuite,
-} from './support/harness.ts';
-import { newSecret, startReceiver, type Receiver } from './support/receiver.ts';
+} from './kit/harness.ts';
+import { newSecret, startReceiver, type Receiver } from './kit/receiver.ts';
 
 /**
  * The real binary (`node src/main.ts run`) killed with SIGKILL while webhook deliveries are in

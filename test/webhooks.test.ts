@@ -6,10 +6,10 @@ import { describe, expect, inject, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.ts';
 import { Daemon, type DaemonDeps } from '../src/daemon.ts';
 import { intakeLimits } from '../src/config.ts';
-import { listDeadLetters, replayDeadLetters } from '../src/store/dead-letters.ts';
-import type { WatchEvent } from '../src/events.ts';
+import { listDeadLetters, replayDeadLetters } from '../src/dead-letters.ts';
+import type { WatchEvent } from '../src/events/event.ts';
 import { makeLogger } from '../src/log.ts';
-import { startSimulator, type CreatedRun, type SimRunSpec, type Simulator } from '../src/simulator/server.ts';
+import { startSimulator, type CreatedRun, type SimRunSpec, type Simulator } from '../tools/simulator/server.ts';
 import {
   enqueue,
   keys,
@@ -23,8 +23,8 @@ import {
   type EnvOverrides,
   type StreamEvent,
   useSuite,
-} from './support/harness.ts';
-import { newSecret, startReceiver, type Receiver, type ReceiverOptions, type ReceivedRequest } from './support/receiver.ts';
+} from './kit/harness.ts';
+import { newSecret, startReceiver, type Receiver, type ReceiverOptions, type ReceivedRequest } from './kit/receiver.ts';
 
 /**
  * Webhook delivery end to end: the daemon in-process, the simulator as Letta, a real Redis and

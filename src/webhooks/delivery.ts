@@ -1,19 +1,19 @@
 import type { Logger } from 'pino';
 import { Webhook } from 'standardwebhooks';
 import { Agent, request, type Dispatcher } from 'undici';
-import { makeBatcher, type Batcher } from '../batcher.ts';
-import { parseRetryAfter } from '../classify.ts';
+import { makeBatcher, type Batcher } from '../engine/batcher.ts';
+import { parseRetryAfter } from '../retry-after.ts';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
-import { eventId, isRunEvent, type AnyEvent } from '../events.ts';
-import type { Metrics } from '../metrics.ts';
+import { eventId, isRunEvent, type AnyEvent } from '../events/event.ts';
+import type { Metrics } from '../ops/metrics.ts';
 import type { RedisHealth } from '../redis/health.ts';
 import { deliveryMember } from '../redis/keys.ts';
-import { deliveryDeadLetter } from '../store/dead-letters.ts';
-import type { EndpointHealth, HealthReport } from '../store/endpoints.ts';
-import type { DeliveryClaim, DeliverySettle, Outbox } from '../store/outbox.ts';
-import type { UrlGuard } from '../webhook-guard.ts';
-import { claimAcrossPartitions, makeWorkLoop, type WorkLoop } from '../work-loop.ts';
+import { deliveryDeadLetter } from '../dead-letters.ts';
+import type { EndpointHealth, HealthReport } from './endpoint-health.ts';
+import type { DeliveryClaim, DeliverySettle, Outbox } from './outbox.ts';
+import type { UrlGuard } from './url-guard.ts';
+import { claimAcrossPartitions, makeWorkLoop, type WorkLoop } from '../engine/work-loop.ts';
 import type { Format, RenderedRequest } from './format.ts';
 import { resolveTarget, type Target } from './targets.ts';
 

@@ -1,5 +1,5 @@
 import { existsSync, readdirSync } from 'node:fs';
-import type { AnyEvent, WatchEvent } from '../events.ts';
+import type { AnyEvent, WatchEvent } from '../events/event.ts';
 
 /**
  * Webhook formats: one module per format in formats/, each with one function from an event to

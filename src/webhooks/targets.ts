@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Config, WebhookTargetConfig } from '../config.ts';
-import { isRunEvent, OPS_EVENT_TYPES, type AnyEvent, type OpsEventType } from '../events.ts';
+import { isRunEvent, OPS_EVENT_TYPES, type AnyEvent, type OpsEventType } from '../events/event.ts';
 import { decodeTarget, encodeTarget } from '../redis/keys.ts';
 import type { Format, TargetSpec } from './format.ts';
 

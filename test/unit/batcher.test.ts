@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { makeBatcher } from '../../src/batcher.ts';
+import { makeBatcher } from '../../src/engine/batcher.ts';
 
 function deferred<T = void>() {
   let resolve!: (v: T) => void;

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import { nextPollDelay } from '../../src/cadence.ts';
-import type { CadenceOptions } from '../../src/cadence.ts';
+import { nextPollDelay } from '../../src/polling/cadence.ts';
+import type { CadenceOptions } from '../../src/polling/cadence.ts';
 
 const noJitter: CadenceOptions = { initialMs: 1000, maxMs: 30_000, factor: 2, jitter: 0 };
 const mid = () => 0.5;

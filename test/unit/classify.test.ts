@@ -1,6 +1,8 @@
 import { describe, it, expect } from 'vitest';
-import { classifyRun, classifyStatus, parseLettaTime, parseRetryAfter } from '../../src/classify.ts';
-import type { StatusClass } from '../../src/classify.ts';
+import { classifyRun, parseLettaTime } from '../../src/letta/run-state.ts';
+import { classifyStatus } from '../../src/letta/http-status.ts';
+import { parseRetryAfter } from '../../src/retry-after.ts';
+import type { StatusClass } from '../../src/letta/http-status.ts';
 
 describe('classifyStatus', () => {
   const table: [number, StatusClass][] = [

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { RUN_EVENT_TYPES as EVENT_TYPES } from '../../src/events.ts';
-import { buildEvent, eventId, lettaCallbackBody } from '../../src/events.ts';
-import type { EventInput } from '../../src/events.ts';
-import type { Run } from '../../src/letta-client.ts';
+import { RUN_EVENT_TYPES as EVENT_TYPES } from '../../src/events/event.ts';
+import { buildEvent, eventId, lettaCallbackBody } from '../../src/events/event.ts';
+import type { EventInput } from '../../src/events/event.ts';
+import type { Run } from '../../src/letta/client.ts';
 
 const RUN_ID = 'run-123e4567-e89b-12d3-a456-426614174000';
 const ENQUEUED = Date.parse('2026-11-28T19:40:00.000Z');

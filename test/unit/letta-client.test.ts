@@ -3,8 +3,8 @@ import { MockAgent } from 'undici';
 import type { Clock } from '../../src/clock.ts';
 import { isDaemonError } from '../../src/errors.ts';
 import type { DaemonError } from '../../src/errors.ts';
-import { makeLettaClient } from '../../src/letta-client.ts';
-import type { LettaClient, LettaClientOptions } from '../../src/letta-client.ts';
+import { makeLettaClient } from '../../src/letta/client.ts';
+import type { LettaClient, LettaClientOptions } from '../../src/letta/client.ts';
 
 const BASE = 'http://letta.test';
 const T0 = Date.parse('2025-10-17T21:53:00.000Z');

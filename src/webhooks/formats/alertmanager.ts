@@ -1,4 +1,4 @@
-import { isRunEvent, type OpsEvent, type WatchEvent } from '../../events.ts';
+import { isRunEvent, type OpsEvent, type WatchEvent } from '../../events/event.ts';
 import { summaryOf, type Format, type RenderedRequest, type TargetSpec } from '../format.ts';
 
 /**

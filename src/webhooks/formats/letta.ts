@@ -1,4 +1,4 @@
-import { isRunEvent, lettaCallbackBody } from '../../events.ts';
+import { isRunEvent, lettaCallbackBody } from '../../events/event.ts';
 import type { Format } from '../format.ts';
 
 /**

@@ -1,4 +1,4 @@
-import { isRunEvent, type AnyEvent } from '../../events.ts';
+import { isRunEvent, type AnyEvent } from '../../events/event.ts';
 import { summaryOf, type Format, type RenderedRequest, type TargetSpec } from '../format.ts';
 
 /**

@@ -1,4 +1,4 @@
-import { isRunEvent } from '../../events.ts';
+import { isRunEvent } from '../../events/event.ts';
 import { runSeconds, summaryOf, type Format } from '../format.ts';
 
 /**

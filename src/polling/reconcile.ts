@@ -1,0 +1,108 @@
+import type { Logger } from 'pino';
+import type { ApiGate } from './api-gate.ts';
+import type { Clock } from '../clock.ts';
+import type { LettaClient } from '../letta/client.ts';
+import type { Metrics } from '../ops/metrics.ts';
+import type { RedisHealth } from '../redis/health.ts';
+import type { StoreContext } from '../redis/context.ts';
+import type { RunStore } from './runs.ts';
+
+/**
+ * Active-set reconciliation: once per `everyMs`, one replica of the fleet (whoever takes the
+ * lease P:reconcile-lease) fetches one page of the organisation's active runs, newest first,
+ * and each partition compares it with what it watches (lua/reconcile.lua): a run the page
+ * should hold but does not is polled now; a run it holds has its next poll pushed out, up to
+ * the safety gap. The page is a hint: only GET /v1/runs/{id} decides an event. One page, no
+ * cursor: Letta's cursors are unreliable. A server that cannot list runs (404, 405, 422) turns
+ * reconciliation off, with one log line; polling goes on.
+ */
+export interface Reconciler {
+  start(): void;
+  stop(): Promise<void>;
+  /** False once the API has shown it cannot list runs. */
+  readonly enabled: boolean;
+}
+
+export function makeReconciler(d: {
+  client: LettaClient;
+  runs: RunStore;
+  ctx: StoreContext;
+  everyMs: number;
+  safetyGapMs: number;
+  listLimit: number;
+  gate: ApiGate;
+  clock: Clock;
+  log: Logger;
+  metrics: Metrics;
+  health: RedisHealth;
+  /** Whether the fleet watches anything (an idle fleet asks Letta nothing). */
+  watching: () => boolean;
+  /** Runs in `partition` were made due now. */
+  onDue: (partition: number) => void;
+}): Reconciler {
+  const stopping = new AbortController();
+  let done: Promise<void> | undefined;
+  let enabled = true;
+  const { layout } = d.ctx;
+  // Held a little less than the interval, so across the fleet one page is fetched per interval.
+  const leaseMs = Math.max(100, d.everyMs - 50);
+
+  async function pass(): Promise<void> {
+    const lease = await d.ctx.client.set(layout.reconcileLease, d.ctx.replica, 'PX', leaseMs, 'NX');
+    if (lease !== 'OK') return;
+    const page = await d.client.listActive(d.listLimit, AbortSignal.any([stopping.signal, AbortSignal.timeout(d.everyMs * 10)]));
+    if (page.kind === 'unsupported') {
+      enabled = false;
+      d.metrics.reconcileEnabled.set(0);
+      d.log.warn({ status: page.status }, `the Letta API does not list runs (GET /v1/runs/ answered ${page.status}); reconciliation is off, per-run polling goes on`);
+      return;
+    }
+    d.metrics.listBytes.inc(page.bytes);
+    const byPartition = layout.partitions.map(() => [] as string[]);
+    for (const run of page.runs) byPartition[layout.partitionOf(run.id).index]?.push(run.id);
+    // A full page is not the whole set: only runs created after its oldest can be decided.
+    const times = page.runs.map((r) => r.createdAt).filter((t): t is number => t !== undefined);
+    const oldest = page.runs.length >= d.listLimit && times.length > 0 ? Math.min(...times) : undefined;
+    for (const p of layout.partitions) {
+      const r = await d.runs.reconcile(p.index, byPartition[p.index] ?? [], oldest, d.safetyGapMs);
+      if (r.dueNow > 0) {
+        d.metrics.reconciled.inc({ action: 'due_now' }, r.dueNow);
+        d.onDue(p.index);
+      }
+      if (r.pushed > 0) d.metrics.reconciled.inc({ action: 'pushed_out' }, r.pushed);
+    }
+  }
+
+  async function loop(): Promise<void> {
+    while (!stopping.signal.aborted && enabled) {
+      await d.clock.sleep(d.everyMs, stopping.signal).catch(() => {});
+      if (stopping.signal.aborted || !d.gate.open || !d.watching()) continue;
+      try {
+        await pass();
+        d.metrics.reconcilePasses.inc({ result: 'ok' });
+        d.health.recovered('reconciliation');
+      } catch (err) {
+        if (stopping.signal.aborted) break;
+        d.metrics.reconcilePasses.inc({ result: 'error' });
+        // An API error shows in the API error metrics; a Redis one is reported here.
+        const code = (err as { code?: unknown } | null)?.code;
+        if (typeof code === 'string' && code.startsWith('ERR_API')) d.log.debug({ err }, 'reconciliation pass failed; per-run polling goes on');
+        else d.health.report('reconciliation', err);
+      }
+    }
+  }
+
+  return {
+    start() {
+      d.metrics.reconcileEnabled.set(1);
+      done ??= loop();
+    },
+    async stop() {
+      stopping.abort();
+      await done;
+    },
+    get enabled() {
+      return enabled;
+    },
+  };
+}
