@@ -334,6 +334,27 @@ export function intakeLimits(config: Config): IntakeLimits {
   };
 }
 
+/** With WAIT, how much longer than its timeout a commit holds its deliveries back. */
+const WAIT_HOLD_MARGIN_MS = 1_000;
+
+/**
+ * When a new delivery's first attempt is due: the schedule's first step, plus, with
+ * redis.waitReplicas, the hold that lets replicas confirm the commit before any webhook goes
+ * (polling/runs.ts releases it early once they have).
+ */
+export function firstDeliveryDelayMs(config: Config): number {
+  const hold = config.redis.waitReplicas > 0 ? config.redis.waitTimeoutMs + WAIT_HOLD_MARGIN_MS : 0;
+  return (config.webhooks.scheduleMs[0] ?? 0) + hold;
+}
+
+/** Margin over two blocking waits before an intake replica that shows no life is presumed dead. */
+const INTAKE_LIVENESS_MARGIN_MS = 2_000;
+
+/** How long an intake replica counts as alive: it shows life at least once per blocking wait. */
+export function intakeLivenessMs(config: Config): number {
+  return 2 * config.intake.idleMs + INTAKE_LIVENESS_MARGIN_MS;
+}
+
 function envValue(raw: string, kind: EnvKind): unknown {
   switch (kind) {
     case 'number': {

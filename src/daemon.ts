@@ -1,16 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
-import { makeApiBudget, NO_BUDGET } from './polling/api-budget.ts';
+import { makeApiBudget } from './polling/api-budget.ts';
 import { makeApiGate, type ApiGate } from './polling/api-gate.ts';
 import { makeCallbackReceiver, type CallbackReceiver } from './polling/callbacks.ts';
 import { systemClock, type Clock } from './clock.ts';
-import { intakeLimits, type Config } from './config.ts';
+import { firstDeliveryDelayMs, intakeLimits, intakeLivenessMs, type Config } from './config.ts';
 import { DaemonError, isDaemonError } from './errors.ts';
 import { startHttpServer } from './ops/http.ts';
 import { makeIntakeLoop, type IntakeLoop } from './intake/loop.ts';
 import { makeLettaClient, type LettaClient } from './letta/client.ts';
-import { makeMetrics, type Metrics } from './ops/metrics.ts';
+import { apiErrorClass, makeMetrics, showApiGate, type Metrics } from './ops/metrics.ts';
 import { makePoller, type Poller } from './polling/poller.ts';
 import { makeReconciler, type Reconciler } from './polling/reconcile.ts';
 import { closeRedis, connectRedis, redisWarnings } from './redis/connection.ts';
@@ -18,20 +18,21 @@ import { classifyRedisError, makeRedisHealth, type RedisHealth } from './redis/h
 import { layoutFor } from './redis/keys.ts';
 import { defineScripts, type RedisClient } from './redis/scripts.ts';
 import { redactUrl } from './redact.ts';
+import type { WatchEvent } from './events/event.ts';
 import { logEvent } from './events/log.ts';
 import { makeStreamTrimmer, type StreamTrimmer } from './events/stream-trim.ts';
 import type { StoreContext } from './redis/context.ts';
 import { makeEndpointHealth } from './webhooks/endpoint-health.ts';
 import { makeIntakeStore } from './intake/store.ts';
 import { checkLayout, migrateLegacy } from './redis/migrate.ts';
-import { makeOutbox } from './webhooks/outbox.ts';
+import { makeOutbox, type Outbox } from './webhooks/outbox.ts';
 import { probeRedis } from './redis/probe.ts';
-import { makeRunStore } from './polling/runs.ts';
+import { makeRunStore, type RunStore } from './polling/runs.ts';
 import { readStatus, type Status } from './ops/status.ts';
 import { makeUrlGuard, type Resolver, type UrlGuard } from './webhooks/url-guard.ts';
 import { makeDeliveryWorker } from './webhooks/delivery.ts';
 import { loadFormats } from './webhooks/format.ts';
-import { configuredTargets, makeRouter } from './webhooks/targets.ts';
+import { configuredTargets, makeRouter, type Router } from './webhooks/targets.ts';
 import type { WorkLoop } from './engine/work-loop.ts';
 
 /**
@@ -65,8 +66,16 @@ const PROBE_TIMEOUT_MS = 1_000;
 const LEGACY_CHECK_MS = 30_000;
 /** Between attempts to reach Redis while starting. */
 const START_RETRY_MS = 1_000;
-/** With WAIT, how much longer than its timeout a commit holds its deliveries back. */
-const WAIT_HOLD_MARGIN_MS = 1_000;
+
+/** `work`, or a rejection as soon as `signal` aborts (the work itself is left to settle). */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(new DaemonError('ERR_STOPPED', 'stopped during start-up'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new DaemonError('ERR_STOPPED', 'stopped during start-up'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
 
 /**
  * The composition root: builds every part from the config, wires the stages in the order a
@@ -143,14 +152,34 @@ export class Daemon {
     if (this.#stopping) throw new DaemonError('ERR_STOPPED', 'stopped during start-up');
   }
 
+  /**
+   * The stages, wired in the order a run goes through them: Redis first (everything lives
+   * there), the Letta side (gate, fleet budget, client), the webhooks and the event sinks a
+   * commit feeds, the poller that commits, the detection that hurries it, and the intake last,
+   * so nothing is taken in before there is somewhere for it to go.
+   */
   async #start(): Promise<void> {
     const { config } = this.#deps;
-    const log = this.log;
     // Health and readiness answer from the start: "starting", and why (Redis not reachable...).
-    if (config.http.port !== 0) {
-      this.#http = await startHttpServer(config.http.host, config.http.port, this, log.child({ module: 'http' }));
-    }
-    const redisLog = log.child({ module: 'redis' });
+    if (config.http.port !== 0) this.#http = await startHttpServer(config.http.host, config.http.port, this, this.log.child({ module: 'http' }));
+    const { ctx, health } = await this.#connectRedis();
+    const letta = this.#lettaSide(ctx, health);
+    const webhooks = await this.#webhooks(ctx, health);
+    const onEvent = this.#eventSinks(ctx, health, webhooks);
+    const { poller, runs } = this.#polling(ctx, health, letta, webhooks, onEvent);
+    this.#detection(ctx, health, letta, poller, runs);
+    const intake = this.#intakeStage(ctx, health, poller);
+    this.#checkNotStopping();
+    poller.start();
+    intake.start();
+    webhooks.worker.start();
+    this.#reconciler?.start();
+  }
+
+  /** Connections (commands, and the blocking intake wait), the layout check, and what 0.1 left. */
+  async #connectRedis(): Promise<{ ctx: StoreContext; health: RedisHealth }> {
+    const { config } = this.#deps;
+    const redisLog = this.log.child({ module: 'redis' });
     const redis = connectRedis(config, { kind: 'daemon' }, 'letta-run-watcher', redisLog);
     this.#redis = redis;
     this.#blocking = connectRedis(config, { kind: 'blocking', blockMs: config.intake.idleMs }, 'letta-run-watcher-intake', redisLog);
@@ -161,41 +190,34 @@ export class Daemon {
 
     await this.#untilRedisAnswers(() => checkLayout(ctx), health);
     this.#checkNotStopping();
-    for (const w of await redisWarnings(redis)) log.warn(w);
+    for (const w of await redisWarnings(redis)) this.log.warn(w);
     await this.#migrateLegacy(ctx);
     this.#checkNotStopping();
+    // Version 0.1 kept one partition's worth of keys; a rolling upgrade may still write them.
     if (config.redis.partitions === 1) {
       this.#legacyTimer = setInterval(() => void this.#migrateLegacy(ctx), LEGACY_CHECK_MS);
       this.#legacyTimer.unref();
     }
+    return { ctx, health };
+  }
 
-    const baseUrl = redactUrl(config.letta.baseUrl);
-    const gate = makeApiGate({
-      clock: this.#clock,
-      probeEveryMs: config.letta.authPauseMs,
-      log: log.child({ module: 'letta' }),
-      baseUrl,
-      onChange: () => {
-        const current = gate.current;
-        this.metrics.authPaused.set(current.state === 'paused' && current.reason === 'credentials' ? 1 : 0);
-        this.metrics.notLetta.set(current.state === 'paused' && current.reason === 'not-letta' ? 1 : 0);
-      },
-    });
+  /** Whether polls may go (the gate), the fleet's API budget, and the client that makes them. */
+  #lettaSide(ctx: StoreContext, health: RedisHealth): { gate: ApiGate; client: LettaClient } {
+    const { config } = this.#deps;
+    const log = this.log.child({ module: 'letta' });
+    const gate = makeApiGate({ clock: this.#clock, probeEveryMs: config.letta.authPauseMs, log, baseUrl: redactUrl(config.letta.baseUrl), onChange: (state) => showApiGate(this.metrics, state) });
     this.#gate = gate;
-    // One API budget for the fleet (WATCHER_API_RPS), taken before every request to Letta.
     const budget =
       config.poll.apiRps > 0
-        ? makeApiBudget({ ctx, maxRps: config.poll.apiRps, clock: this.#clock, log: log.child({ module: 'letta' }), health, onRate: (rps) => this.metrics.apiBudget.set(rps) })
-        : NO_BUDGET;
+        ? makeApiBudget({ ctx, maxRps: config.poll.apiRps, clock: this.#clock, log, health, onRate: (rps) => this.metrics.apiBudget.set(rps) })
+        : undefined;
     const client = makeLettaClient({
       ...config.letta,
       apiKey: config.secrets.lettaApiKey,
       clock: this.#clock,
       connections: config.poll.concurrency,
-      ...(config.poll.apiRps > 0 ? { beforeRequest: (signal: AbortSignal) => budget.acquire(signal), onRateLimited: (ms: number | undefined) => budget.throttled(ms) } : {}),
-      // The HTTP status for status errors, the error code for everything else (a 200 whose
-      // body is too large or not a Run is not a "200" error).
-      onAttemptError: (err) => this.metrics.apiErrors.inc({ class: err.code === 'ERR_API_STATUS' ? String(err.status) : err.code }),
+      ...(budget ? { beforeRequest: (signal: AbortSignal) => budget.acquire(signal), onRateLimited: (ms: number | undefined) => budget.throttled(ms) } : {}),
+      onAttemptError: (err) => this.metrics.apiErrors.inc({ class: apiErrorClass(err) }),
       ...(this.#deps.dispatcher ? { dispatcher: this.#deps.dispatcher } : {}),
     });
     this.#client = client;
@@ -205,10 +227,81 @@ export class Daemon {
       if (verdict.kind === 'not_letta') gate.pause('not-letta', verdict.detail);
       else if (verdict.kind === 'auth') gate.pause('credentials', `GET /v1/health/ answered ${verdict.status}`);
     });
+    return { gate, client };
+  }
 
-    const partitions = config.redis.partitions;
+  /** The outbox, who gets which event (decided at commit), endpoint health, and the delivery worker. */
+  async #webhooks(ctx: StoreContext, health: RedisHealth): Promise<{ outbox: Outbox; router: Router; worker: WorkLoop }> {
+    const { config } = this.#deps;
     // A recovered endpoint's waiting deliveries were released: claim them now.
     const outbox = makeOutbox(ctx, () => this.#deliveries?.wake());
+    this.#guard = makeUrlGuard({
+      allowedHosts: config.webhooks.allowedHosts,
+      allowPrivateAddresses: config.webhooks.allowPrivateAddresses,
+      ...(this.#deps.resolve ? { resolve: this.#deps.resolve } : {}),
+    });
+    const formats = await loadFormats();
+    const targets = configuredTargets(config, formats);
+    const router = makeRouter(targets, formats);
+    const endpoints = makeEndpointHealth(ctx, {
+      failingAfter: config.webhooks.failingAfter,
+      gapMs: config.webhooks.opsEventGapMs,
+      firstDeliveryMs: firstDeliveryDelayMs(config),
+      subscribers: router.opsSubscribers(),
+    });
+    const worker = makeDeliveryWorker({
+      outbox,
+      partitions: config.redis.partitions,
+      health,
+      config: config.webhooks,
+      secrets: config.secrets.webhookSecrets,
+      guard: this.#guard,
+      targets,
+      formats,
+      endpoints,
+      ...(this.#deps.webhookDispatcher ? { dispatcher: this.#deps.webhookDispatcher } : {}),
+      clock: this.#clock,
+      log: this.log.child({ module: 'webhooks' }),
+      metrics: this.metrics,
+      ...(this.#deps.random ? { random: this.#deps.random } : {}),
+    });
+    this.#deliveries = worker;
+    return { outbox, router, worker };
+  }
+
+  /** What a committed event sets off: its log line, the stream's trimming, the deliveries' wake-up. */
+  #eventSinks(ctx: StoreContext, health: RedisHealth, webhooks: { worker: WorkLoop }): (event: WatchEvent, partition: number) => void {
+    const { config } = this.#deps;
+    const log = this.log.child({ module: 'events' });
+    const trimmer = makeStreamTrimmer({
+      ctx,
+      maxLen: config.events.streamMaxLen,
+      hardMaxLen: config.events.streamHardMaxLen,
+      everyMs: config.events.trimEveryMs,
+      log,
+      metrics: this.metrics,
+      health,
+    });
+    this.#trimmer = trimmer;
+    return (event, partition) => {
+      logEvent(log, event);
+      trimmer.committed(partition);
+      webhooks.worker.wake();
+    };
+  }
+
+  /** The watch state and the poller, which commits each run's event and its deliveries. */
+  #polling(
+    ctx: StoreContext,
+    health: RedisHealth,
+    letta: { gate: ApiGate; client: LettaClient },
+    webhooks: { outbox: Outbox; router: Router },
+    onEvent: (event: WatchEvent, partition: number) => void,
+  ): { poller: Poller; runs: RunStore } {
+    const { config } = this.#deps;
+    const log = this.log.child({ module: 'poller' });
+    const { outbox, router } = webhooks;
+    // With WAIT, a commit's deliveries are held until replicas confirm it (polling/runs.ts).
     const durability =
       config.redis.waitReplicas > 0
         ? {
@@ -220,82 +313,38 @@ export class Daemon {
           }
         : undefined;
     const runs = makeRunStore(ctx, durability);
-    const eventLog = log.child({ module: 'events' });
-    this.#guard = makeUrlGuard({
-      allowedHosts: config.webhooks.allowedHosts,
-      allowPrivateAddresses: config.webhooks.allowPrivateAddresses,
-      ...(this.#deps.resolve ? { resolve: this.#deps.resolve } : {}),
-    });
-    // Who gets which event is decided when the event is committed (webhooks/targets.ts).
-    const formats = await loadFormats();
-    const targets = configuredTargets(config, formats);
-    const router = makeRouter(targets, formats);
-    // With WAIT, a commit's deliveries are held until replicas confirm it (store/runs.ts).
-    const hold = config.redis.waitReplicas > 0 ? config.redis.waitTimeoutMs + WAIT_HOLD_MARGIN_MS : 0;
-    const firstDeliveryMs = (config.webhooks.scheduleMs[0] ?? 0) + hold;
-    const endpoints = makeEndpointHealth(ctx, {
-      failingAfter: config.webhooks.failingAfter,
-      gapMs: config.webhooks.opsEventGapMs,
-      firstDeliveryMs,
-      subscribers: router.opsSubscribers(),
-    });
-    const deliveries = makeDeliveryWorker({
-      outbox,
-      partitions,
-      health,
-      config: config.webhooks,
-      secrets: config.secrets.webhookSecrets,
-      guard: this.#guard,
-      targets,
-      formats,
-      endpoints,
-      ...(this.#deps.webhookDispatcher ? { dispatcher: this.#deps.webhookDispatcher } : {}),
-      clock: this.#clock,
-      log: log.child({ module: 'webhooks' }),
-      metrics: this.metrics,
-      ...(this.#deps.random ? { random: this.#deps.random } : {}),
-    });
-    this.#deliveries = deliveries;
-    const trimmer = makeStreamTrimmer({
-      ctx,
-      maxLen: config.events.streamMaxLen,
-      hardMaxLen: config.events.streamHardMaxLen,
-      everyMs: config.events.trimEveryMs,
-      log: eventLog,
-      metrics: this.metrics,
-      health,
-    });
-    this.#trimmer = trimmer;
     const poller = makePoller({
       runs,
-      partitions,
-      client,
-      gate,
+      partitions: config.redis.partitions,
+      client: letta.client,
+      gate: letta.gate,
       clock: this.#clock,
-      log: log.child({ module: 'poller' }),
+      log,
       metrics: this.metrics,
       health,
-      options: { ...config.poll, probeEveryMs: config.letta.authPauseMs, firstDeliveryMs },
+      options: { ...config.poll, probeEveryMs: config.letta.authPauseMs, firstDeliveryMs: firstDeliveryDelayMs(config) },
       ...(this.#deps.random ? { random: this.#deps.random } : {}),
       targetsFor: router.targetsFor,
-      onEvent: (event) => {
-        logEvent(eventLog, event);
-        trimmer.committed(ctx.layout.partitionOf(event.data.run_id).index);
-        deliveries.wake();
-      },
+      onEvent,
     });
     this.#poller = poller;
+    return { poller, runs };
+  }
+
+  /** What tells within seconds: reconciliation with Letta's list of active runs, and Letta's callback as a hint. */
+  #detection(ctx: StoreContext, health: RedisHealth, letta: { gate: ApiGate; client: LettaClient }, poller: Poller, runs: RunStore): void {
+    const { config } = this.#deps;
     if (config.poll.reconcileEveryMs > 0) {
       this.#reconciler = makeReconciler({
-        client,
+        client: letta.client,
         runs,
         ctx,
         everyMs: config.poll.reconcileEveryMs,
         safetyGapMs: config.poll.safetyGapMs,
         listLimit: config.letta.listLimit,
-        gate,
+        gate: letta.gate,
         clock: this.#clock,
-        log: log.child({ module: 'reconcile' }),
+        log: this.log.child({ module: 'reconcile' }),
         metrics: this.metrics,
         health,
         watching: () => poller.watching,
@@ -303,47 +352,39 @@ export class Daemon {
       });
     }
     const token = config.secrets.callbackToken;
-    if (token) {
-      this.#callbacks = makeCallbackReceiver({
-        token,
-        ratePerSecond: config.callbacks.ratePerSecond,
-        metrics: this.metrics,
-        hint: async (runId) => {
-          const p = ctx.layout.partitionOf(runId).index;
-          const watched = await runs.hint(p, runId);
-          if (watched) poller.dueNow(p);
-          return watched;
-        },
-      });
-    }
-    this.#intake = makeIntakeLoop({
-      // A replica shows life at least once per blocking wait: twice that, and a margin.
-      store: makeIntakeStore(ctx, intakeLimits(config), { livenessMs: 2 * config.intake.idleMs + 2_000 }),
-      blocking: this.#blocking,
+    if (token) this.#callbacks = makeCallbackReceiver({ token, ratePerSecond: config.callbacks.ratePerSecond, metrics: this.metrics, hint: (runId) => poller.hint(runId) });
+  }
+
+  /** The intake: entries move from P:intake into the watch state, and wake the poller. */
+  #intakeStage(ctx: StoreContext, health: RedisHealth, poller: Poller): IntakeLoop {
+    const { config } = this.#deps;
+    const intake = makeIntakeLoop({
+      store: makeIntakeStore(ctx, intakeLimits(config), { livenessMs: intakeLivenessMs(config) }),
+      blocking: this.#blocking as RedisClient,
       batch: config.intake.batch,
       idleMs: config.intake.idleMs,
       clock: this.#clock,
-      log: log.child({ module: 'intake' }),
+      log: this.log.child({ module: 'intake' }),
       metrics: this.metrics,
       health,
       onAccepted: () => poller.wake(),
     });
-    this.#checkNotStopping();
-    poller.start();
-    this.#intake.start();
-    deliveries.start();
-    this.#reconciler?.start();
+    this.#intake = intake;
+    return intake;
   }
 
   /** Retries `fn` while Redis cannot be reached (start-up waits for it); other errors end start-up. */
   async #untilRedisAnswers<T>(fn: () => Promise<T>, health: RedisHealth): Promise<T> {
     for (;;) {
       try {
-        const v = await fn();
+        // Commands wait for a connection (up to their timeout); a stop should not.
+        const v = await untilAborted(fn(), this.#startAbort.signal);
         health.recovered('start-up');
         return v;
       } catch (err) {
-        if (isDaemonError(err) || classifyRedisError(err).cause === 'other' || classifyRedisError(err).cause === 'wrong_type') throw err;
+        if (isDaemonError(err)) throw err;
+        const { cause } = classifyRedisError(err);
+        if (cause === 'other' || cause === 'wrong_type') throw err;
         health.report('start-up', err);
         this.#checkNotStopping();
         await this.#clock.sleep(START_RETRY_MS, this.#startAbort.signal).catch(() => {});

@@ -10,10 +10,7 @@ export type ErrorCode =
   | 'ERR_API_NETWORK'
   | 'ERR_API_TIMEOUT'
   | 'ERR_API_BODY_TOO_LARGE'
-  | 'ERR_API_AUTH'
-  | 'ERR_REDIS'
   | 'ERR_LAYOUT'
-  | 'ERR_WEBHOOK'
   | 'ERR_STOPPED';
 
 export interface DaemonErrorOptions {

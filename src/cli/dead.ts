@@ -15,6 +15,11 @@ function isoTime(flag: string, v: string): number {
   return at;
 }
 
+/** `dead list` shows this many unless --limit says otherwise. */
+const LIST_LIMIT = 1000;
+/** replay and purge choose among every letter there is (up to this many). */
+const ALL_LETTERS = 1_000_000;
+
 export const deadUsage = `Usage: letta-run-watcher dead list [--json] [--limit N]
        letta-run-watcher dead replay (--all | --index N... | --since ISO_TIME)
        letta-run-watcher dead purge (--all | --index N... | --before ISO_TIME)
@@ -43,7 +48,7 @@ export async function dead(args: string[]): Promise<number> {
     if (!/^\d+$/.test(v)) throw new DaemonError('ERR_USAGE', `--index ${JSON.stringify(v)} is not a whole number`);
     return Number(v);
   });
-  const limit = values.limit === undefined ? 1000 : Number(values.limit);
+  const limit = values.limit === undefined ? LIST_LIMIT : Number(values.limit);
   if (!Number.isInteger(limit) || limit < 1) throw new DaemonError('ERR_USAGE', `--limit ${JSON.stringify(values.limit)} is not a positive whole number`);
   const filter: DeadFilter = {
     ...(values.all ? { all: true } : {}),
@@ -58,7 +63,7 @@ export async function dead(args: string[]): Promise<number> {
   const config = loadConfig({ env: process.env });
   const { ctx, close } = await cliStore(config);
   try {
-    const list = await listDeadLetters(ctx, sub === 'list' ? limit : 1_000_000);
+    const list = await listDeadLetters(ctx, sub === 'list' ? limit : ALL_LETTERS);
     if (sub === 'list') {
       if (values.json) return print(JSON.stringify(list.map(({ raw: _raw, ...d }) => d)));
       if (list.length === 0) return print('no dead letters');

@@ -48,6 +48,9 @@ const IDLE_WAIT_MS = 10_000;
 const BACKLOG_WAIT_MS = 1_000;
 const WOKEN = Object.freeze({ woken: true });
 const CLAIM_RETRY_MAX_MS = 5_000;
+/** A failed claim is retried after this, doubling with each failure in a row (up to the cap). */
+const CLAIM_RETRY_BASE_MS = 100;
+const CLAIM_RETRY_DOUBLINGS = 6;
 /** How often a partition that held nothing at its last claim is looked at again. */
 const EMPTY_REFRESH_MS = 20_000;
 /** How soon a partition whose claim failed is tried again while the others go on. */
@@ -60,10 +63,10 @@ interface Held<T> {
   done: Promise<void>;
 }
 
-export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
-  const rps = o.maxRps ?? 0;
+export function makeWorkLoop<T>(options: WorkLoopOptions<T>): WorkLoop {
+  const rps = options.maxRps ?? 0;
   const queue = new PQueue({
-    concurrency: o.concurrency,
+    concurrency: options.concurrency,
     ...(rps > 0
       ? rps >= 1
         ? { intervalCap: Math.floor(rps), interval: 1000, strict: true }
@@ -72,7 +75,7 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
   });
   // Twice the concurrency: work never waits on a claim round trip, and the leases held in
   // the local backlog stay few.
-  const capacity = o.concurrency * 2;
+  const capacity = options.concurrency * 2;
   const held = new Set<Held<T>>();
   const stopping = new AbortController();
   // One signal for all running work: it aborts when the shutdown grace runs out.
@@ -82,7 +85,7 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
   let wakeUp: (() => void) | undefined;
   /** A wake() that came while the loop was not asleep (claiming): the next idle() skips its sleep. */
   let woken = false;
-  let lastBeat = o.clock.now();
+  let lastBeat = options.clock.now();
 
   function wake(): void {
     if (wakeUp) wakeUp();
@@ -106,7 +109,7 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
       ctl.abort(WOKEN);
     };
     try {
-      await o.clock.sleep(Math.max(1, ms), ctl.signal);
+      await options.clock.sleep(Math.max(1, ms), ctl.signal);
     } catch {
       // woken or stopping
     } finally {
@@ -117,27 +120,27 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
   async function loop(): Promise<void> {
     let failures = 0;
     while (!stopping.signal.aborted) {
-      lastBeat = o.clock.now();
+      lastBeat = options.clock.now();
       // Claim in batches: wait until the local backlog is down to what is running.
-      if (held.size > o.concurrency) {
+      if (held.size > options.concurrency) {
         await idle(BACKLOG_WAIT_MS);
         continue;
       }
-      const free = Math.min(capacity - held.size, o.claimBatch);
-      const { limit, waitMs } = o.claimLimit?.(free, held.size) ?? { limit: free, waitMs: 0 };
+      const free = Math.min(capacity - held.size, options.claimBatch);
+      const { limit, waitMs } = options.claimLimit?.(free, held.size) ?? { limit: free, waitMs: 0 };
       if (limit <= 0) {
         await idle(Math.min(IDLE_WAIT_MS, waitMs));
         continue;
       }
       let claimed;
       try {
-        claimed = await o.claim(limit);
-        if (failures > 0) o.onClaimOk?.();
+        claimed = await options.claim(limit);
+        if (failures > 0) options.onClaimOk?.();
         failures = 0;
       } catch (err) {
         failures++;
-        o.onClaimError?.(err);
-        await idle(Math.min(CLAIM_RETRY_MAX_MS, 100 * 2 ** Math.min(failures, 6)));
+        options.onClaimError?.(err);
+        await idle(Math.min(CLAIM_RETRY_MAX_MS, CLAIM_RETRY_BASE_MS * 2 ** Math.min(failures, CLAIM_RETRY_DOUBLINGS)));
         continue;
       }
       for (const item of claimed.items) start(item);
@@ -147,7 +150,7 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
   }
 
   function start(item: T): void {
-    const h: Held<T> = { item, started: false, heldSince: o.clock.now(), done: Promise.resolve() };
+    const h: Held<T> = { item, started: false, heldSince: options.clock.now(), done: Promise.resolve() };
     held.add(h);
     h.done = run(h);
   }
@@ -157,37 +160,37 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
     try {
       await queue.add(() => {
         h.started = true;
-        return o.process(h.item, graceOver.signal);
+        return options.process(h.item, graceOver.signal);
       });
     } catch (err) {
       if (h.started) {
-        o.log.error({ err }, `${o.name}: task failed; the item comes due again when its lease ends`);
+        options.log.error({ err }, `${options.name}: task failed; the item comes due again when its lease ends`);
       } else {
         // Never started: removed from the queue by stop() (queue.clear()), so give it back.
-        await o.handBack(h.item).catch((e: unknown) => {
-          o.log.warn({ err: e }, `${o.name}: could not hand back an item; it comes due when its lease ends`);
+        await options.handBack(h.item).catch((e: unknown) => {
+          options.log.warn({ err: e }, `${options.name}: could not hand back an item; it comes due when its lease ends`);
         });
       }
     } finally {
       held.delete(h);
-      if (held.size <= o.concurrency) wake();
+      if (held.size <= options.concurrency) wake();
     }
   }
 
   /** Renews what has been held for a renewal period: fast work never costs a renewal. */
   function renewHeld(): void {
-    const everyMs = o.renewEveryMs ?? 0;
-    const cutoff = o.clock.now() - everyMs;
+    const everyMs = options.renewEveryMs ?? 0;
+    const cutoff = options.clock.now() - everyMs;
     const old = [...held].filter((h) => h.heldSince <= cutoff).map((h) => h.item);
-    if (old.length === 0 || !o.renew) return;
-    o.renew(old).catch((err: unknown) => o.log.warn({ err }, `${o.name}: could not renew leases; they may run out and the work be done twice`));
+    if (old.length === 0 || !options.renew) return;
+    options.renew(old).catch((err: unknown) => options.log.warn({ err }, `${options.name}: could not renew leases; they may run out and the work be done twice`));
   }
 
   return {
     start() {
       loopDone ??= loop();
-      if (o.renew && o.renewEveryMs && !renewTimer) {
-        renewTimer = setInterval(renewHeld, o.renewEveryMs);
+      if (options.renew && options.renewEveryMs && !renewTimer) {
+        renewTimer = setInterval(renewHeld, options.renewEveryMs);
         renewTimer.unref();
       }
     },
@@ -200,14 +203,14 @@ export function makeWorkLoop<T>(o: WorkLoopOptions<T>): WorkLoop {
       queue.clear();
       const all = () => Promise.all([...held].map((h) => h.done));
       const timerDone = new AbortController();
-      const timer = o.clock.sleep(graceMs, timerDone.signal).then(
+      const timer = options.clock.sleep(graceMs, timerDone.signal).then(
         () => 'timeout' as const,
         () => 'done' as const,
       );
       const first = await Promise.race([all().then(() => 'done' as const), timer]);
       timerDone.abort();
       if (first === 'timeout' && held.size > 0) {
-        o.log.warn({ in_flight: held.size }, `${o.name}: shutdown grace ran out; handing back unfinished work`);
+        options.log.warn({ in_flight: held.size }, `${options.name}: shutdown grace ran out; handing back unfinished work`);
         graceOver.abort();
         await all();
       }
@@ -237,7 +240,7 @@ export interface PartitionClaims<T> {
   readonly watching: boolean;
 }
 
-export function claimAcrossPartitions<T>(o: {
+export function claimAcrossPartitions<T>(options: {
   partitions: number;
   clock: Clock;
   /** Claims from one partition; `nextDue` and `now` are on Redis's clock. */
@@ -250,42 +253,42 @@ export function claimAcrossPartitions<T>(o: {
   onPartitionOk?(partition: number): void;
 }): PartitionClaims<T> {
   const failing = new Set<number>();
-  const refreshMs = o.refreshMs ?? IDLE_WAIT_MS;
+  const refreshMs = options.refreshMs ?? IDLE_WAIT_MS;
   /** Local clock time at which each partition is worth a claim. */
-  const dueAt = new Array<number>(o.partitions).fill(0);
+  const dueAt = new Array<number>(options.partitions).fill(0);
   /** The earliest due time heard of (dueIn, invalidate) while a partition's claim was in flight. */
-  const heard = new Array<number>(o.partitions).fill(Infinity);
+  const heard = new Array<number>(options.partitions).fill(Infinity);
   /** Whether each partition held anything (due or leased) at its last claim. */
-  const holds = new Array<boolean>(o.partitions).fill(true);
+  const holds = new Array<boolean>(options.partitions).fill(true);
   let next = 0;
   return {
     async claim(limit) {
       const items: T[] = [];
       const start = next;
-      next = (next + 1) % o.partitions;
+      next = (next + 1) % options.partitions;
       let tried = 0;
       const failed: unknown[] = [];
-      for (let k = 0; k < o.partitions && items.length < limit; k++) {
-        const p = (start + k) % o.partitions;
-        if (dueAt[p]! > o.clock.now()) continue;
+      for (let k = 0; k < options.partitions && items.length < limit; k++) {
+        const p = (start + k) % options.partitions;
+        if (dueAt[p]! > options.clock.now()) continue;
         const want = limit - items.length;
         heard[p] = Infinity;
         tried++;
         let r;
         try {
-          r = await o.claimOne(p, want);
+          r = await options.claimOne(p, want);
         } catch (err) {
           // One broken partition must not stop the others: try it again a little later.
           failed.push(err);
           failing.add(p);
-          o.onPartitionError?.(p, err);
-          dueAt[p] = o.clock.now() + PARTITION_RETRY_MS;
+          options.onPartitionError?.(p, err);
+          dueAt[p] = options.clock.now() + PARTITION_RETRY_MS;
           continue;
         }
-        if (failing.delete(p)) o.onPartitionOk?.(p);
+        if (failing.delete(p)) options.onPartitionOk?.(p);
         holds[p] = r.nextDue !== undefined || r.items.length > 0;
         items.push(...r.items);
-        const local = o.clock.now();
+        const local = options.clock.now();
         // An empty partition is looked at less often: new work there wakes this replica when it
         // is its own intake, and is claimed by the replica that took it in otherwise.
         const wait = r.nextDue === undefined ? EMPTY_REFRESH_MS : Math.min(refreshMs, Math.max(0, r.nextDue - r.now));
@@ -295,7 +298,7 @@ export function claimAcrossPartitions<T>(o: {
       }
       // Every partition tried failed: the loop's own back-off takes over.
       if (tried > 0 && failed.length === tried) throw failed[0];
-      const soonest = Math.min(...dueAt) - o.clock.now();
+      const soonest = Math.min(...dueAt) - options.clock.now();
       return { items, idleMs: Math.max(5, soonest) };
     },
     invalidate() {
@@ -306,7 +309,7 @@ export function claimAcrossPartitions<T>(o: {
       return holds.some(Boolean);
     },
     dueIn(partition, inMs) {
-      const at = o.clock.now() + inMs;
+      const at = options.clock.now() + inMs;
       dueAt[partition] = Math.min(dueAt[partition] ?? 0, at);
       heard[partition] = Math.min(heard[partition] ?? Infinity, at);
     },

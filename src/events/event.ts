@@ -13,7 +13,7 @@ export type EventType = (typeof RUN_EVENT_TYPES)[number];
 export const OPS_EVENT_TYPES = ['endpoint.failing', 'endpoint.recovered', 'endpoint.disabled', 'delivery.dead'] as const;
 export type OpsEventType = (typeof OPS_EVENT_TYPES)[number];
 
-/** The envelope every sink carries (contract: README "Events"). */
+/** The envelope every sink carries (contract: docs/events.md). */
 export interface WatchEvent {
   id: string;
   type: EventType;

@@ -1,12 +1,11 @@
 import type { Logger } from 'pino';
 import type { Metrics } from '../ops/metrics.ts';
 import type { RedisHealth } from '../redis/health.ts';
-import type { StoreContext } from '../redis/context.ts';
-import { trimEvents } from './stream.ts';
+import { num, partition, type StoreContext } from '../redis/context.ts';
 
 /**
  * Keeps each events stream near `events.streamMaxLen` without dropping what a consumer group
- * has not read and acknowledged (store/events.ts). A partition is trimmed after commits, at
+ * has not read and acknowledged (lua/trim-events.lua). A partition is trimmed after commits, at
  * most once per `everyMs`, so an idle daemon sends nothing. Entries the hard cap had to drop
  * although a group still needed them are counted and logged at error level.
  */
@@ -16,7 +15,7 @@ export interface StreamTrimmer {
   stop(): Promise<void>;
 }
 
-export function makeStreamTrimmer(o: {
+export function makeStreamTrimmer(deps: {
   ctx: StoreContext;
   maxLen: number;
   hardMaxLen: number;
@@ -31,17 +30,17 @@ export function makeStreamTrimmer(o: {
 
   async function trim(partition: number): Promise<void> {
     try {
-      const { lost } = await trimEvents(o.ctx, partition, o.maxLen, o.hardMaxLen);
-      o.health.recovered('stream trimming');
+      const { lost } = await trimEvents(deps.ctx, partition, deps.maxLen, deps.hardMaxLen);
+      deps.health.recovered('stream trimming');
       if (lost > 0) {
-        o.metrics.eventsDroppedUnread.inc(lost);
-        o.log.error(
-          { stream: o.ctx.layout.partitions[partition]?.events, dropped: lost, hard_cap: o.hardMaxLen },
+        deps.metrics.eventsDroppedUnread.inc(lost);
+        deps.log.error(
+          { stream: deps.ctx.layout.partitions[partition]?.events, dropped: lost, hard_cap: deps.hardMaxLen },
           `dropped ${lost} events that a consumer group had not read or acknowledged: the stream reached events.streamHardMaxLen; a consumer is down or too slow`,
         );
       }
     } catch (err) {
-      o.health.report('stream trimming', err);
+      deps.health.report('stream trimming', err);
     }
   }
 
@@ -52,7 +51,7 @@ export function makeStreamTrimmer(o: {
         timers.delete(partition);
         const p = trim(partition).finally(() => running.delete(p));
         running.add(p);
-      }, o.everyMs);
+      }, deps.everyMs);
       timer.unref();
       timers.set(partition, timer);
     },
@@ -63,4 +62,14 @@ export function makeStreamTrimmer(o: {
       await Promise.all(running);
     },
   };
+}
+
+/**
+ * Trims a partition's events stream (lua/trim-events.lua): to `maxLen`, sparing whatever a
+ * consumer group has not read and acknowledged, and to `hardMaxLen` whatever happens.
+ * `lost` counts entries past the hard cap that a group still needed.
+ */
+async function trimEvents(ctx: StoreContext, index: number, maxLen: number, hardMaxLen: number): Promise<{ trimmed: number; lost: number }> {
+  const r = (await ctx.scripts.run('trim-events', [partition(ctx, index).events], [maxLen, hardMaxLen])) as unknown[];
+  return { trimmed: num(r[0]), lost: num(r[1]) };
 }

@@ -20,7 +20,7 @@ const RETRY_MAX_MS = 5_000;
  * its own, so an idle daemon costs Redis one command per `idleMs` and an entry is taken the
  * moment it arrives.
  */
-export function makeIntakeLoop(d: {
+export function makeIntakeLoop(deps: {
   store: IntakeStore;
   /** Held by the blocking wait; closed by stop(). */
   blocking: RedisClient;
@@ -34,23 +34,23 @@ export function makeIntakeLoop(d: {
 }): IntakeLoop {
   let stopped = false;
   let done: Promise<void> | undefined;
-  let lastBeat = d.clock.now();
+  let lastBeat = deps.clock.now();
   const stopping = new AbortController();
 
   async function takeOnce(): Promise<number> {
-    return counted(await d.store.take());
+    return counted(await deps.store.take());
   }
 
   /** Counts what a move did, wakes the poller for new runs, throws a partition's failure. */
   function counted(r: IntakeResult): number {
-    if (r.accepted) d.metrics.intake.inc({ result: 'accepted' }, r.accepted);
-    if (r.duplicates) d.metrics.intake.inc({ result: 'duplicate' }, r.duplicates);
+    if (r.accepted) deps.metrics.intake.inc({ result: 'accepted' }, r.accepted);
+    if (r.duplicates) deps.metrics.intake.inc({ result: 'duplicate' }, r.duplicates);
     if (r.rejected) {
-      d.metrics.intake.inc({ result: 'rejected' }, r.rejected);
-      d.metrics.deadLetters.inc({ kind: 'intake' }, r.rejected);
-      d.log.warn({ rejected: r.rejected }, 'intake entries rejected; see the dead-letter list');
+      deps.metrics.intake.inc({ result: 'rejected' }, r.rejected);
+      deps.metrics.deadLetters.inc({ kind: 'intake' }, r.rejected);
+      deps.log.warn({ rejected: r.rejected }, 'intake entries rejected; see the dead-letter list');
     }
-    if (r.accepted) d.onAccepted();
+    if (r.accepted) deps.onAccepted();
     // Some partitions took their entries, one could not: what it holds is tried again.
     if (r.failure !== undefined) throw r.failure;
     return r.taken;
@@ -60,27 +60,27 @@ export function makeIntakeLoop(d: {
     let failures = 0;
     let more = true;
     while (!stopped) {
-      lastBeat = d.clock.now();
+      lastBeat = deps.clock.now();
       try {
         // Only when the blocking wait says there is something (or at start, or after a full
         // batch): an idle daemon sends one command per wait.
         const taken = more ? await takeOnce() : 0;
-        if (failures > 0) d.health.recovered('intake');
+        if (failures > 0) deps.health.recovered('intake');
         failures = 0;
         more = true;
-        if (taken < d.batch && !stopped) {
-          lastBeat = d.clock.now();
-          more = await d.store.waitForEntries(d.blocking, d.idleMs);
+        if (taken < deps.batch && !stopped) {
+          lastBeat = deps.clock.now();
+          more = await deps.store.waitForEntries(deps.blocking, deps.idleMs);
           if (!more) {
-            const adopted = await d.store.heartbeat();
+            const adopted = await deps.store.heartbeat();
             if (adopted) counted(adopted);
           }
         }
       } catch (err) {
         if (stopped) break;
         failures++;
-        d.health.report('intake', err);
-        await d.clock.sleep(Math.min(RETRY_MAX_MS, 100 * 2 ** Math.min(failures, 6)), stopping.signal).catch(() => {});
+        deps.health.report('intake', err);
+        await deps.clock.sleep(Math.min(RETRY_MAX_MS, 100 * 2 ** Math.min(failures, 6)), stopping.signal).catch(() => {});
       }
     }
   }
@@ -93,12 +93,12 @@ export function makeIntakeLoop(d: {
       stopped = true;
       stopping.abort();
       // Ends a blocking wait in progress.
-      d.blocking.disconnect();
+      deps.blocking.disconnect();
       await done;
       try {
-        await d.store.leave();
+        await deps.store.leave();
       } catch (err) {
-        d.log.warn({ err }, 'could not finish the intake batch in hand; another replica takes it over');
+        deps.log.warn({ err }, 'could not finish the intake batch in hand; another replica takes it over');
       }
     },
     get lastBeat() {

@@ -74,8 +74,8 @@ const ORPHAN_CHECK_MS = 2_000;
 /** How long a partition remembers the move ids it applied: far past any takeover. */
 const MOVED_KEEP_MS = 15 * 60_000;
 
-function limitArgs(l: IntakeLimits): number[] {
-  return [l.maxEntryBytes, l.defaultMaxWatchMs, l.maxWatchCapMs, l.maxDepth, l.maxTargetsPerRun];
+function limitArgs(limits: IntakeLimits): number[] {
+  return [limits.maxEntryBytes, limits.defaultMaxWatchMs, limits.maxWatchCapMs, limits.maxDepth, limits.maxTargetsPerRun];
 }
 
 /**

@@ -130,7 +130,6 @@ export interface LettaClientOptions {
   beforeRequest?: (signal: AbortSignal) => Promise<void>;
   /** Letta answered 429 (with its Retry-After in ms, if any). */
   onRateLimited?: (retryAfterMs: number | undefined) => void;
-  userAgent?: string;
 }
 
 interface RawAnswer {
@@ -138,11 +137,11 @@ interface RawAnswer {
   body: string;
 }
 
-export function makeLettaClient(o: LettaClientOptions): LettaClient {
-  const ownDispatcher = o.dispatcher === undefined;
+export function makeLettaClient(options: LettaClientOptions): LettaClient {
+  const ownDispatcher = options.dispatcher === undefined;
   const dispatcher =
-    o.dispatcher ?? new Agent({ keepAliveTimeout: 30_000, connections: o.connections ?? null, pipelining: 1 });
-  const base = new URL(o.baseUrl);
+    options.dispatcher ?? new Agent({ keepAliveTimeout: 30_000, connections: options.connections ?? null, pipelining: 1 });
+  const base = new URL(options.baseUrl);
   const origin = base.origin;
   const basePath = base.pathname.replace(/\/+$/, '');
   // identity: undici's request() does not decompress, so a compressed body could not be read,
@@ -150,19 +149,19 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
   const headers: Record<string, string> = {
     accept: 'application/json',
     'accept-encoding': 'identity',
-    'user-agent': o.userAgent ?? 'letta-run-watcher',
+    'user-agent': 'letta-run-watcher',
   };
-  if (o.apiKey) headers['authorization'] = `Bearer ${o.apiKey}`;
+  if (options.apiKey) headers['authorization'] = `Bearer ${options.apiKey}`;
 
   /** One request on undici's handler API (see RunRequest), after the budget lets it go. */
-  function attempt(path: string, signal: AbortSignal, limits: LettaClientOptions = o): Promise<RawAnswer> {
-    if (!o.beforeRequest && !o.onRateLimited) return send(path, signal, limits);
+  function attempt(path: string, signal: AbortSignal, limits: LettaClientOptions = options): Promise<RawAnswer> {
+    if (!options.beforeRequest && !options.onRateLimited) return send(path, signal, limits);
     return (async () => {
-      await o.beforeRequest?.(signal);
+      await options.beforeRequest?.(signal);
       try {
         return await send(path, signal, limits);
       } catch (err) {
-        if (isDaemonError(err) && err.status === 429) o.onRateLimited?.(err.retryAfterMs);
+        if (isDaemonError(err) && err.status === 429) options.onRateLimited?.(err.retryAfterMs);
         throw err;
       }
     })();
@@ -185,7 +184,7 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
     if (!isDaemonError(err)) return false;
     if (err.code === 'ERR_API_TIMEOUT') return true;
     if (err.code === 'ERR_API_NETWORK') return isTransientNetworkError(err.cause);
-    if (err.code === 'ERR_API_STATUS') return (err.retryAfterMs ?? 0) <= o.retryAfterCapMs;
+    if (err.code === 'ERR_API_STATUS') return (err.retryAfterMs ?? 0) <= options.retryAfterCapMs;
     return false;
   }
 
@@ -195,45 +194,30 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
       if (!RUN_ID_PATTERN.test(runId)) return { kind: 'bad_id', status: 400 };
       const path = `${basePath}/v1/runs/${encodeURIComponent(runId)}`;
       // p-retry wraps only the transport; parsing happens after it, since a ZodError would
-      // otherwise look like a retryable failure. The first attempt runs on its own (nearly
-      // every poll ends there); if it fails, p-retry takes over as if it had made that attempt.
-      let answer: RawAnswer;
-      try {
-        answer = await attempt(path, signal);
-      } catch (first) {
-        let replay: unknown = first;
-        answer = await pRetry(
-          () => {
-            if (replay === undefined) return attempt(path, signal);
-            const err = replay;
-            replay = undefined;
-            throw err;
-          },
-          {
-            retries: o.retries,
-            minTimeout: o.retryMinMs,
-            maxTimeout: o.retryMaxMs,
-            factor: 2,
-            randomize: true,
-            signal,
-            shouldRetry: ({ error }) => retryable(error),
-            onFailedAttempt: async ({ error, retryDelay, retriesLeft }) => {
-              if (isDaemonError(error)) o.onAttemptError?.(error);
-              // Honour Retry-After: wait out whatever p-retry's own delay does not cover.
-              const wanted = isDaemonError(error) ? (error.retryAfterMs ?? 0) : 0;
-              if (retriesLeft > 0 && retryable(error) && wanted > retryDelay) {
-                await o.clock.sleep(wanted - retryDelay, signal);
-              }
-            },
-          },
-        );
-      }
+      // otherwise look like a retryable failure.
+      const answer = await pRetry(() => attempt(path, signal), {
+        retries: options.retries,
+        minTimeout: options.retryMinMs,
+        maxTimeout: options.retryMaxMs,
+        factor: 2,
+        randomize: true,
+        signal,
+        shouldRetry: ({ error }) => retryable(error),
+        onFailedAttempt: async ({ error, retryDelay, retriesLeft }) => {
+          if (isDaemonError(error)) options.onAttemptError?.(error);
+          // Honour Retry-After: wait out whatever p-retry's own delay does not cover.
+          const wanted = isDaemonError(error) ? (error.retryAfterMs ?? 0) : 0;
+          if (retriesLeft > 0 && retryable(error) && wanted > retryDelay) {
+            await options.clock.sleep(wanted - retryDelay, signal);
+          }
+        },
+      });
       switch (classifyStatus(answer.status)) {
         case 'ok':
           try {
             return { kind: 'found', run: parseRun(answer.body, answer.status) };
           } catch (err) {
-            if (isDaemonError(err)) o.onAttemptError?.(err);
+            if (isDaemonError(err)) options.onAttemptError?.(err);
             throw err;
           }
         case 'not_found':
@@ -246,13 +230,13 @@ export function makeLettaClient(o: LettaClientOptions): LettaClient {
           const err = new DaemonError('ERR_API_STATUS', `Letta API answered ${answer.status}: ${snippet(answer.body)}`, {
             status: answer.status,
           });
-          o.onAttemptError?.(err);
+          options.onAttemptError?.(err);
           throw err;
         }
       }
     },
     async listActive(limit, signal) {
-      const answer = await attempt(`${basePath}/v1/runs/?active=true&limit=${limit}`, signal, { ...o, maxResponseBytes: o.maxListBytes ?? 8 * o.maxResponseBytes });
+      const answer = await attempt(`${basePath}/v1/runs/?active=true&limit=${limit}`, signal, { ...options, maxResponseBytes: options.maxListBytes ?? 8 * options.maxResponseBytes });
       if (answer.status === 404 || answer.status === 405 || answer.status === 422) {
         return { kind: 'unsupported', status: answer.status, detail: snippet(answer.body) };
       }
@@ -302,21 +286,21 @@ class RunRequest implements Dispatcher.DispatchHandler, EventListenerObject {
   #size = 0;
   #chunks: Buffer[] = [];
   readonly #timer: NodeJS.Timeout;
-  readonly #o: LettaClientOptions;
+  readonly #options: LettaClientOptions;
   readonly #signal: AbortSignal;
   readonly #resolve: (answer: RawAnswer) => void;
   readonly #reject: (err: unknown) => void;
 
-  constructor(o: LettaClientOptions, signal: AbortSignal, resolve: (answer: RawAnswer) => void, reject: (err: unknown) => void) {
-    this.#o = o;
+  constructor(options: LettaClientOptions, signal: AbortSignal, resolve: (answer: RawAnswer) => void, reject: (err: unknown) => void) {
+    this.#options = options;
     this.#signal = signal;
     this.#resolve = resolve;
     this.#reject = reject;
-    this.#timer = setTimeout(RunRequest.#onTimeout, o.requestTimeoutMs, this);
+    this.#timer = setTimeout(RunRequest.#onTimeout, options.requestTimeoutMs, this);
   }
 
   static #onTimeout(this: void, r: RunRequest): void {
-    r.#stop(new DaemonError('ERR_API_TIMEOUT', `Letta API did not answer within ${r.#o.requestTimeoutMs} ms`));
+    r.#stop(new DaemonError('ERR_API_TIMEOUT', `Letta API did not answer within ${r.#options.requestTimeoutMs} ms`));
   }
 
   /** The caller's signal aborted. */
@@ -350,7 +334,7 @@ class RunRequest implements Dispatcher.DispatchHandler, EventListenerObject {
     this.#status = statusCode;
     if (classifyStatus(statusCode) === 'transient') {
       this.#transient = true;
-      this.#retryAfterMs = parseRetryAfter(h['retry-after'], this.#o.clock.now());
+      this.#retryAfterMs = parseRetryAfter(h['retry-after'], this.#options.clock.now());
       return;
     }
     const encoding = String(h['content-encoding'] ?? 'identity').trim().toLowerCase();
@@ -358,16 +342,16 @@ class RunRequest implements Dispatcher.DispatchHandler, EventListenerObject {
       return this.#stop(new DaemonError('ERR_API_SCHEMA', `Letta API answered with content-encoding ${encoding}, which was not asked for`, { status: statusCode }));
     }
     const declared = Number(h['content-length']);
-    if (Number.isFinite(declared) && declared > this.#o.maxResponseBytes) {
-      this.#stop(new DaemonError('ERR_API_BODY_TOO_LARGE', `Letta API answer of ${declared} bytes exceeds the ${this.#o.maxResponseBytes}-byte cap`, { status: statusCode }));
+    if (Number.isFinite(declared) && declared > this.#options.maxResponseBytes) {
+      this.#stop(new DaemonError('ERR_API_BODY_TOO_LARGE', `Letta API answer of ${declared} bytes exceeds the ${this.#options.maxResponseBytes}-byte cap`, { status: statusCode }));
     }
   }
 
   onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.#done || this.#transient) return;
     this.#size += chunk.length;
-    if (this.#size > this.#o.maxResponseBytes) {
-      return this.#stop(new DaemonError('ERR_API_BODY_TOO_LARGE', `Letta API answer exceeds the ${this.#o.maxResponseBytes}-byte cap`, { status: this.#status }));
+    if (this.#size > this.#options.maxResponseBytes) {
+      return this.#stop(new DaemonError('ERR_API_BODY_TOO_LARGE', `Letta API answer exceeds the ${this.#options.maxResponseBytes}-byte cap`, { status: this.#status }));
     }
     this.#chunks.push(chunk);
   }

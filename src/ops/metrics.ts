@@ -1,4 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DaemonError } from '../errors.ts';
+import type { ApiGateState } from '../polling/api-gate.ts';
 
 /**
  * Prometheus metrics, one registry per daemon (tests run several in one process). Names carry
@@ -104,3 +106,17 @@ export function makeMetrics(readGauges?: () => Promise<GaugeReadings>, onGaugeEr
 }
 
 export type Metrics = ReturnType<typeof makeMetrics>;
+
+/**
+ * The `class` label of letta_watcher_api_errors_total: the HTTP status for a status error, the
+ * error code for everything else (a 200 whose body is too large or not a Run is no "200" error).
+ */
+export function apiErrorClass(err: DaemonError): string {
+  return err.code === 'ERR_API_STATUS' ? String(err.status) : err.code;
+}
+
+/** The pause gauges, from the API gate's state. */
+export function showApiGate(metrics: Metrics, state: ApiGateState): void {
+  metrics.authPaused.set(state.state === 'paused' && state.reason === 'credentials' ? 1 : 0);
+  metrics.notLetta.set(state.state === 'paused' && state.reason === 'not-letta' ? 1 : 0);
+}

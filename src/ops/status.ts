@@ -22,6 +22,7 @@ export interface Status {
 /** One pipelined round trip per partition; "due now" is judged on Redis's clock. */
 export async function readStatus(ctx: StoreContext): Promise<Status> {
   const [seconds] = await ctx.client.time();
+  // The end of Redis's current second: whatever is due within it counts as due now.
   const now = Number(seconds) * 1000 + 999;
   const s: Status = {
     intake: await ctx.client.llen(ctx.layout.intake),

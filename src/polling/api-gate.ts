@@ -30,13 +30,13 @@ export interface ApiGate {
   readonly notReadyReason: string | undefined;
 }
 
-export function makeApiGate(o: { clock: Clock; probeEveryMs: number; log: Logger; baseUrl: string; onChange?: (paused: boolean) => void }): ApiGate {
+export function makeApiGate(options: { clock: Clock; probeEveryMs: number; log: Logger; baseUrl: string; onChange?: (state: ApiGateState) => void }): ApiGate {
   let current: ApiGateState = { state: 'open' };
 
   function describe(reason: PauseReason, detail: string): string {
     return reason === 'credentials'
       ? `Letta API refused our credentials (${detail}); check LETTA_API_KEY`
-      : `the Letta API at ${o.baseUrl} does not answer like a Letta API (${detail}); check LETTA_BASE_URL`;
+      : `the Letta API at ${options.baseUrl} does not answer like a Letta API (${detail}); check LETTA_BASE_URL`;
   }
 
   return {
@@ -48,24 +48,24 @@ export function makeApiGate(o: { clock: Clock; probeEveryMs: number; log: Logger
     },
     pause(reason, detail) {
       if (current.state === 'paused' && current.reason === reason) return;
-      current = { state: 'paused', reason, detail, nextProbeAt: o.clock.now() + o.probeEveryMs };
-      o.log.error({ reason }, `${describe(reason, detail)}. Polling is paused (one probe every ${o.probeEveryMs} ms); no run is dropped`);
-      o.onChange?.(true);
+      current = { state: 'paused', reason, detail, nextProbeAt: options.clock.now() + options.probeEveryMs };
+      options.log.error({ reason }, `${describe(reason, detail)}. Polling is paused (one probe every ${options.probeEveryMs} ms); no run is dropped`);
+      options.onChange?.(current);
     },
     resume() {
       if (current.state === 'open') return;
       const was = current;
       current = { state: 'open' };
-      o.log.warn({ reason: was.reason }, was.reason === 'credentials' ? 'Letta API accepts our credentials again; polling resumes' : 'the base URL answers like a Letta API again; polling resumes');
-      o.onChange?.(false);
+      options.log.warn({ reason: was.reason }, was.reason === 'credentials' ? 'Letta API accepts our credentials again; polling resumes' : 'the base URL answers like a Letta API again; polling resumes');
+      options.onChange?.(current);
     },
     takeProbe() {
-      if (current.state !== 'paused' || o.clock.now() < current.nextProbeAt) return false;
-      current = { ...current, nextProbeAt: o.clock.now() + o.probeEveryMs };
+      if (current.state !== 'paused' || options.clock.now() < current.nextProbeAt) return false;
+      current = { ...current, nextProbeAt: options.clock.now() + options.probeEveryMs };
       return true;
     },
     get msToProbe() {
-      return current.state === 'paused' ? Math.max(0, current.nextProbeAt - o.clock.now()) : 0;
+      return current.state === 'paused' ? Math.max(0, current.nextProbeAt - options.clock.now()) : 0;
     },
     get notReadyReason() {
       return current.state === 'paused' ? describe(current.reason, current.detail) : undefined;

@@ -22,7 +22,7 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-export function makeCallbackReceiver(o: {
+export function makeCallbackReceiver(options: {
   token: string;
   ratePerSecond: number;
   /** Makes the run due now if it is watched; true when it is. */
@@ -30,14 +30,14 @@ export function makeCallbackReceiver(o: {
   metrics: Metrics;
   now?: () => number;
 }): CallbackReceiver {
-  const expected = digest(o.token);
-  const now = o.now ?? (() => performance.now());
-  let tokens = o.ratePerSecond;
+  const expected = digest(options.token);
+  const now = options.now ?? (() => performance.now());
+  let tokens = options.ratePerSecond;
   let at = now();
 
   function allow(): boolean {
     const t = now();
-    tokens = Math.min(o.ratePerSecond, tokens + ((t - at) * o.ratePerSecond) / 1000);
+    tokens = Math.min(options.ratePerSecond, tokens + ((t - at) * options.ratePerSecond) / 1000);
     at = t;
     if (tokens < 1) return false;
     tokens -= 1;
@@ -54,12 +54,12 @@ export function makeCallbackReceiver(o: {
       const given = search.get('token') ?? '';
       // Hashing both sides gives equal lengths, so timingSafeEqual says nothing of the token's.
       if (!timingSafeEqual(digest(given), expected)) {
-        o.metrics.callbackHints.inc({ result: 'unauthorized' });
+        options.metrics.callbackHints.inc({ result: 'unauthorized' });
         req.resume();
         return reply(res, 401, '{"detail":"unauthorized"}');
       }
       if (!allow()) {
-        o.metrics.callbackHints.inc({ result: 'rate_limited' });
+        options.metrics.callbackHints.inc({ result: 'rate_limited' });
         req.resume();
         return reply(res, 429, '{"detail":"too many callbacks"}', { 'retry-after': '1' });
       }
@@ -70,7 +70,7 @@ export function makeCallbackReceiver(o: {
         size += chunk.length;
         if (size > MAX_BODY_BYTES && !refused) {
           refused = true;
-          o.metrics.callbackHints.inc({ result: 'bad_request' });
+          options.metrics.callbackHints.inc({ result: 'bad_request' });
           reply(res, 413, '{"detail":"body too large"}');
           req.destroy();
         } else if (!refused) chunks.push(chunk);
@@ -84,16 +84,16 @@ export function makeCallbackReceiver(o: {
           runId = undefined;
         }
         if (typeof runId !== 'string' || !RUN_ID_PATTERN.test(runId)) {
-          o.metrics.callbackHints.inc({ result: 'bad_request' });
+          options.metrics.callbackHints.inc({ result: 'bad_request' });
           return reply(res, 400, '{"detail":"run_id is missing or not a run ID"}');
         }
-        o.hint(runId).then(
+        options.hint(runId).then(
           (watched) => {
-            o.metrics.callbackHints.inc({ result: watched ? 'accepted' : 'unknown' });
+            options.metrics.callbackHints.inc({ result: watched ? 'accepted' : 'unknown' });
             reply(res, 202, '{"accepted":true}');
           },
           () => {
-            o.metrics.callbackHints.inc({ result: 'error' });
+            options.metrics.callbackHints.inc({ result: 'error' });
             // Letta does not retry; polling finds the run anyway.
             reply(res, 503, '{"detail":"cannot reach Redis; the run is still watched"}');
           },

@@ -46,8 +46,8 @@ export interface PollerDeps {
   random?: () => number;
   /** The configured webhook targets an event goes to. */
   targetsFor: (event: WatchEvent) => readonly string[];
-  /** Called once per committed event (the log sink, webhook wake-up). */
-  onEvent: (event: WatchEvent) => void;
+  /** Called once per committed event, with its partition (the log sink, stream trimming, webhook wake-up). */
+  onEvent: (event: WatchEvent, partition: number) => void;
 }
 
 export interface Poller {
@@ -60,8 +60,10 @@ export interface Poller {
   readonly lastBeat: number;
   /** Whether there is anything to watch, as far as the last claims saw. */
   readonly watching: boolean;
-  /** Runs in `partition` came due now (a hint, reconciliation): claim there at once. */
+  /** Runs in `partition` came due now (reconciliation): claim there at once. */
   dueNow(partition: number): void;
+  /** A hint that a run may have ended (Letta's callback): poll it now if watched; whether it is. */
+  hint(runId: string): Promise<boolean>;
 }
 
 interface Held {
@@ -76,72 +78,74 @@ interface Held {
 /** Settle round trips under load: at most one per partition per this many ms (see batcher.ts). */
 const SETTLE_GAP_MS = 5;
 const SETTLE_BATCH = 256;
+/** While paused, the claim loop looks again after the next probe is due, and never sooner than this. */
+const PAUSED_MIN_WAIT_MS = 50;
 
-export function makePoller(d: PollerDeps): Poller {
-  const o = d.options;
-  const random = d.random ?? Math.random;
-  const { log, gate } = d;
+export function makePoller(deps: PollerDeps): Poller {
+  const options = deps.options;
+  const random = deps.random ?? Math.random;
+  const { log, gate } = deps;
   let probing = false;
   let healthProbe: Promise<void> | undefined;
 
-  const settlers: Batcher<RunSettle, boolean>[] = Array.from({ length: d.partitions }, (_, p) =>
-    makeBatcher((ops) => d.runs.settle(p, ops, o.firstDeliveryMs), { maxBatch: SETTLE_BATCH, minGapMs: SETTLE_GAP_MS }),
+  const settlers: Batcher<RunSettle, boolean>[] = Array.from({ length: deps.partitions }, (_, p) =>
+    makeBatcher((ops) => deps.runs.settle(p, ops, options.firstDeliveryMs), { maxBatch: SETTLE_BATCH, minGapMs: SETTLE_GAP_MS }),
   );
   const settle = (claim: RunClaim, op: RunSettle) => (settlers[claim.partition] as Batcher<RunSettle, boolean>).add(op);
 
   const claims = claimAcrossPartitions<Held>({
-    partitions: d.partitions,
-    clock: d.clock,
+    partitions: deps.partitions,
+    clock: deps.clock,
     async claimOne(p, limit) {
-      const r = await d.runs.claim(p, limit, o.leaseMs);
-      const local = d.clock.now();
+      const r = await deps.runs.claim(p, limit, options.leaseMs);
+      const local = deps.clock.now();
       const probe = probing;
       probing = false;
       return { items: r.claims.map((claim) => ({ claim, claimedAtLocal: local, claimedAtRedis: r.now, probe })), now: r.now, nextDue: r.nextDue };
     },
-    onPartitionError: (p, err) => d.health.report(`poll claims of partition ${p}`, err),
-    onPartitionOk: (p) => d.health.recovered(`poll claims of partition ${p}`),
+    onPartitionError: (p, err) => deps.health.report(`poll claims of partition ${p}`, err),
+    onPartitionOk: (p) => deps.health.recovered(`poll claims of partition ${p}`),
   });
 
   const loop = makeWorkLoop<Held>({
     name: 'polls',
-    concurrency: o.concurrency,
-    maxRps: o.maxRps,
-    claimBatch: o.claimBatch,
-    clock: d.clock,
+    concurrency: options.concurrency,
+    maxRps: options.maxRps,
+    claimBatch: options.claimBatch,
+    clock: deps.clock,
     log,
     claim: (limit) => claims.claim(limit),
     process: (h, signal) => pollOne(h, signal),
-    handBack: (h) => sendReschedule(h, 0, false),
+    handBack: (h) => reschedule(h, 0, false),
     claimLimit(free, held) {
       if (gate.open) return { limit: free, waitMs: 0 };
       const current = gate.current;
       if (current.state === 'paused' && current.reason === 'not-letta') {
         // The probe is a health check, not a run: no claim while the URL is wrong.
         if (gate.takeProbe()) probeHealth();
-        return { limit: 0, waitMs: Math.max(gate.msToProbe, 50) };
+        return { limit: 0, waitMs: Math.max(gate.msToProbe, PAUSED_MIN_WAIT_MS) };
       }
-      if (held > 0 || !gate.takeProbe()) return { limit: 0, waitMs: Math.max(gate.msToProbe, 50) };
+      if (held > 0 || !gate.takeProbe()) return { limit: 0, waitMs: Math.max(gate.msToProbe, PAUSED_MIN_WAIT_MS) };
       probing = true;
       return { limit: 1, waitMs: 0 };
     },
     renew: (items) => renew(items),
-    renewEveryMs: Math.floor(o.leaseMs / 3),
-    onClaimError: (err) => d.health.report('poll claims', err),
-    onClaimOk: () => d.health.recovered('poll claims'),
+    renewEveryMs: Math.floor(options.leaseMs / 3),
+    onClaimError: (err) => deps.health.report('poll claims', err),
+    onClaimOk: () => deps.health.recovered('poll claims'),
   });
 
   async function renew(items: Held[]): Promise<void> {
     const byPartition = new Map<number, RunClaim[]>();
     for (const { claim } of items) byPartition.set(claim.partition, [...(byPartition.get(claim.partition) ?? []), claim]);
-    await Promise.all([...byPartition].map(([p, list]) => d.runs.renew(p, list, o.leaseMs)));
+    await Promise.all([...byPartition].map(([p, list]) => deps.runs.renew(p, list, options.leaseMs)));
   }
 
   /** A health check as the probe of a not-Letta pause. */
   function probeHealth(): void {
     healthProbe ??= (async () => {
       try {
-        const verdict = await d.client.checkHealth(AbortSignal.timeout(o.probeEveryMs));
+        const verdict = await deps.client.checkHealth(AbortSignal.timeout(options.probeEveryMs));
         if (verdict.kind === 'letta') {
           gate.resume();
           loop.wake();
@@ -155,26 +159,26 @@ export function makePoller(d: PollerDeps): Poller {
   async function pollOne(h: Held, signal: AbortSignal): Promise<void> {
     const { claim } = h;
     // Claimed before the pause began: wait it out without a request.
-    if (!gate.open && !h.probe) return reschedule(h, o.probeEveryMs, false);
+    if (!gate.open && !h.probe) return track(reschedule(h, options.probeEveryMs, false));
     const polls = claim.polls + 1;
-    const began = d.clock.now();
+    const began = deps.clock.now();
     let failure: DaemonError | undefined;
     let lookup;
     try {
-      lookup = await d.client.getRun(claim.runId, signal);
+      lookup = await deps.client.getRun(claim.runId, signal);
     } catch (err) {
-      if (signal.aborted) return reschedule(h, 0, false);
+      if (signal.aborted) return track(reschedule(h, 0, false));
       failure = isDaemonError(err) ? err : new DaemonError('ERR_API_NETWORK', String(err), { cause: err });
     }
-    d.metrics.pollDuration.observe((d.clock.now() - began) / 1000);
+    deps.metrics.pollDuration.observe((deps.clock.now() - began) / 1000);
     const expired = redisNow(h) >= claim.deadline;
 
     if (failure || !lookup) {
-      d.metrics.polls.inc({ outcome: 'error' });
+      deps.metrics.polls.inc({ outcome: 'error' });
       if (expired) return track(commit(h, 'run.expired', null, polls));
-      const delay = Math.max(nextPollDelay(polls, o, random), failure?.retryAfterMs ?? 0);
+      const delay = Math.max(nextPollDelay(polls, options, random), failure?.retryAfterMs ?? 0);
       log.warn({ run_id: claim.runId, err: failure, retry_in_ms: delay }, 'poll failed; the run stays watched');
-      return reschedule(h, delay, true);
+      return track(reschedule(h, delay, true));
     }
     if (lookup.kind !== 'auth' && lookup.kind !== 'not_letta' && !gate.open) {
       gate.resume();
@@ -184,42 +188,42 @@ export function makePoller(d: PollerDeps): Poller {
       case 'found': {
         const state = classifyRun(lookup.run.status);
         if (state.terminal) {
-          d.metrics.polls.inc({ outcome: 'terminal' });
+          deps.metrics.polls.inc({ outcome: 'terminal' });
           return track(commit(h, state.type, lookup.run, polls));
         }
         if (!state.known) log.warn({ run_id: claim.runId, status: lookup.run.status }, 'unknown run status; treating the run as not finished');
-        d.metrics.polls.inc({ outcome: 'pending' });
+        deps.metrics.polls.inc({ outcome: 'pending' });
         if (expired) return track(commit(h, 'run.expired', lookup.run, polls));
         if (isStalled(h, lookup.run)) return track(stall(h, lookup.run, polls));
-        return reschedule(h, nextPollDelay(polls, o, random), true, lookup.run);
+        return track(reschedule(h, nextPollDelay(polls, options, random), true, lookup.run));
       }
       case 'not_found':
-        d.metrics.polls.inc({ outcome: 'not_found' });
+        deps.metrics.polls.inc({ outcome: 'not_found' });
         return track(commit(h, 'run.not_found', null, polls));
       case 'bad_id':
-        d.metrics.polls.inc({ outcome: 'bad_id' });
+        deps.metrics.polls.inc({ outcome: 'bad_id' });
         return track(deadLetter(h, lookup.status));
       case 'auth':
-        d.metrics.polls.inc({ outcome: 'auth' });
+        deps.metrics.polls.inc({ outcome: 'auth' });
         gate.pause('credentials', `it answered ${lookup.status}`);
-        return reschedule(h, o.probeEveryMs, false);
+        return track(reschedule(h, options.probeEveryMs, false));
       case 'not_letta':
-        d.metrics.polls.inc({ outcome: 'not_letta' });
+        deps.metrics.polls.inc({ outcome: 'not_letta' });
         gate.pause('not-letta', `GET /v1/runs/{run_id} answered ${lookup.status} ${lookup.detail}`);
-        return reschedule(h, o.probeEveryMs, false);
+        return track(reschedule(h, options.probeEveryMs, false));
     }
   }
 
   /** Still going stalledAfterMs after it was created (or, not knowing that, enqueued), and not yet reported. */
   function isStalled(h: Held, run: Run): boolean {
-    if (o.stalledAfterMs <= 0 || h.claim.stalledAt !== undefined) return false;
+    if (options.stalledAfterMs <= 0 || h.claim.stalledAt !== undefined) return false;
     const since = h.claim.createdAt ?? parseLettaTime(run.created_at) ?? h.claim.enqueuedAt;
-    return redisNow(h) - since >= o.stalledAfterMs;
+    return redisNow(h) - since >= options.stalledAfterMs;
   }
 
   /** Redis's clock now, from the claim's Redis time and the local time since. */
   function redisNow(h: Held): number {
-    return h.claimedAtRedis + (d.clock.now() - h.claimedAtLocal);
+    return h.claimedAtRedis + (deps.clock.now() - h.claimedAtLocal);
   }
 
   /**
@@ -242,50 +246,51 @@ export function makePoller(d: PollerDeps): Poller {
    * A polled run's next poll is never past its deadline (a Retry-After of an hour on a run
    * watched for a minute): the last poll happens at the deadline at the latest, and expires it.
    */
-  function reschedule(h: Held, delayMs: number, polled: boolean, run?: Run): void {
-    const delay = polled ? Math.min(delayMs, Math.max(0, h.claim.deadline - redisNow(h))) : delayMs;
-    track(sendReschedule(h, delay, polled, run));
+  function untilDeadline(h: Held, delayMs: number): number {
+    return Math.min(delayMs, Math.max(0, h.claim.deadline - redisNow(h)));
   }
-  async function sendReschedule(h: Held, delayMs: number, polled: boolean, run?: Run): Promise<void> {
+
+  async function reschedule(h: Held, delayMs: number, polled: boolean, run?: Run): Promise<void> {
+    const delay = polled ? untilDeadline(h, delayMs) : delayMs;
     const createdAt = h.claim.createdAt === undefined ? parseLettaTime(run?.created_at) : undefined;
-    const ok = await settle(h.claim, { kind: 'reschedule', runId: h.claim.runId, counter: h.claim.counter, delayMs: Math.round(delayMs), polled, createdAt });
-    if (!ok) d.metrics.leasesLost.inc();
+    const ok = await settle(h.claim, { kind: 'reschedule', runId: h.claim.runId, counter: h.claim.counter, delayMs: Math.round(delay), polled, createdAt });
+    if (!ok) deps.metrics.leasesLost.inc();
     // The claim loop may be asleep until a due time it read before this run was rescheduled.
-    claims.dueIn(h.claim.partition, delayMs);
+    claims.dueIn(h.claim.partition, delay);
   }
 
   async function deadLetter(h: Held, status: number): Promise<void> {
     const { claim } = h;
-    const entry = (await d.runs.entryOf(claim.partition, claim.runId)) ?? claim.runId;
-    const letter = runDeadLetter(`Letta API answered ${status}: it does not accept this run ID`, new Date(d.clock.now()), entry);
+    const entry = (await deps.runs.entryOf(claim.partition, claim.runId)) ?? claim.runId;
+    const letter = runDeadLetter(`Letta API answered ${status}: it does not accept this run ID`, new Date(deps.clock.now()), entry);
     const ok = await settle(claim, { kind: 'dead-letter', runId: claim.runId, counter: claim.counter, deadLetterJson: letter });
-    if (ok) d.metrics.deadLetters.inc({ kind: 'run' });
-    else d.metrics.leasesLost.inc();
+    if (ok) deps.metrics.deadLetters.inc({ kind: 'run' });
+    else deps.metrics.leasesLost.inc();
   }
 
   /** run.stalled: the event goes out once and the watch goes on (settle.lua op T). */
   async function stall(h: Held, run: Run, polls: number): Promise<void> {
     const { claim } = h;
-    const entry = await d.runs.entryOf(claim.partition, claim.runId);
-    const detectedAt = d.clock.now();
+    const entry = await deps.runs.entryOf(claim.partition, claim.runId);
+    const detectedAt = deps.clock.now();
     const event = buildEvent({ type: 'run.stalled', runId: claim.runId, run, metadata: metadataOf(entry), enqueuedAt: claim.enqueuedAt, detectedAt, polls, stalledAt: detectedAt });
-    const delayMs = Math.round(Math.min(nextPollDelay(polls, o, random), Math.max(0, claim.deadline - redisNow(h))));
-    const ok = await settle(claim, { kind: 'stall', runId: claim.runId, counter: claim.counter, eventJson: JSON.stringify(event), eventId: event.id, targets: d.targetsFor(event), delayMs });
+    const delayMs = Math.round(untilDeadline(h, nextPollDelay(polls, options, random)));
+    const ok = await settle(claim, { kind: 'stall', runId: claim.runId, counter: claim.counter, eventJson: JSON.stringify(event), eventId: event.id, targets: deps.targetsFor(event), delayMs });
     claims.dueIn(claim.partition, delayMs);
     if (!ok) {
-      d.metrics.leasesLost.inc();
+      deps.metrics.leasesLost.inc();
       return;
     }
-    d.metrics.events.inc({ type: 'run.stalled' });
-    d.onEvent(event);
+    deps.metrics.events.inc({ type: 'run.stalled' });
+    deps.onEvent(event, claim.partition);
   }
 
   async function commit(h: Held, type: EventType, run: Run | null, polls: number): Promise<void> {
     const { claim } = h;
     // The intake entry, for its metadata (null for a bare ID): one read per finished run, so
     // the claim, once per poll, need not carry it.
-    const entry = await d.runs.entryOf(claim.partition, claim.runId);
-    const detectedAt = d.clock.now();
+    const entry = await deps.runs.entryOf(claim.partition, claim.runId);
+    const detectedAt = deps.clock.now();
     const event = buildEvent({ type, runId: claim.runId, run, metadata: metadataOf(entry), enqueuedAt: claim.enqueuedAt, detectedAt, polls, stalledAt: claim.stalledAt });
     const ok = await settle(claim, {
       kind: 'commit',
@@ -293,17 +298,17 @@ export function makePoller(d: PollerDeps): Poller {
       counter: claim.counter,
       eventJson: JSON.stringify(event),
       eventId: event.id,
-      targets: d.targetsFor(event),
+      targets: deps.targetsFor(event),
     });
     if (!ok) {
-      d.metrics.leasesLost.inc();
+      deps.metrics.leasesLost.inc();
       log.debug({ run_id: claim.runId }, 'lease lost before commit; another replica owns the run');
       return;
     }
-    d.metrics.events.inc({ type });
+    deps.metrics.events.inc({ type });
     const finished = parseLettaTime(run?.completed_at);
-    if (finished !== undefined && type !== 'run.expired') d.metrics.detectionLag.observe(Math.max(0, detectedAt - finished) / 1000);
-    d.onEvent(event);
+    if (finished !== undefined && type !== 'run.expired') deps.metrics.detectionLag.observe(Math.max(0, detectedAt - finished) / 1000);
+    deps.onEvent(event, claim.partition);
   }
 
   return {
@@ -327,6 +332,14 @@ export function makePoller(d: PollerDeps): Poller {
     dueNow(partition) {
       claims.dueIn(partition, 0);
       loop.wake();
+    },
+    async hint(runId) {
+      const { partition, watched } = await deps.runs.hint(runId);
+      if (watched) {
+        claims.dueIn(partition, 0);
+        loop.wake();
+      }
+      return watched;
     },
   };
 }

@@ -23,7 +23,13 @@ export interface Reconciler {
   readonly enabled: boolean;
 }
 
-export function makeReconciler(d: {
+/** The fetch lease: this much shorter than the interval, and never under the floor. */
+const LEASE_SHORTFALL_MS = 50;
+const MIN_LEASE_MS = 100;
+/** A list request may take this many intervals before it is given up. */
+const LIST_TIMEOUT_INTERVALS = 10;
+
+export function makeReconciler(deps: {
   client: LettaClient;
   runs: RunStore;
   ctx: StoreContext;
@@ -43,58 +49,58 @@ export function makeReconciler(d: {
   const stopping = new AbortController();
   let done: Promise<void> | undefined;
   let enabled = true;
-  const { layout } = d.ctx;
+  const { layout } = deps.ctx;
   // Held a little less than the interval, so across the fleet one page is fetched per interval.
-  const leaseMs = Math.max(100, d.everyMs - 50);
+  const leaseMs = Math.max(MIN_LEASE_MS, deps.everyMs - LEASE_SHORTFALL_MS);
 
   async function pass(): Promise<void> {
-    const lease = await d.ctx.client.set(layout.reconcileLease, d.ctx.replica, 'PX', leaseMs, 'NX');
+    const lease = await deps.ctx.client.set(layout.reconcileLease, deps.ctx.replica, 'PX', leaseMs, 'NX');
     if (lease !== 'OK') return;
-    const page = await d.client.listActive(d.listLimit, AbortSignal.any([stopping.signal, AbortSignal.timeout(d.everyMs * 10)]));
+    const page = await deps.client.listActive(deps.listLimit, AbortSignal.any([stopping.signal, AbortSignal.timeout(deps.everyMs * LIST_TIMEOUT_INTERVALS)]));
     if (page.kind === 'unsupported') {
       enabled = false;
-      d.metrics.reconcileEnabled.set(0);
-      d.log.warn({ status: page.status }, `the Letta API does not list runs (GET /v1/runs/ answered ${page.status}); reconciliation is off, per-run polling goes on`);
+      deps.metrics.reconcileEnabled.set(0);
+      deps.log.warn({ status: page.status }, `the Letta API does not list runs (GET /v1/runs/ answered ${page.status}); reconciliation is off, per-run polling goes on`);
       return;
     }
-    d.metrics.listBytes.inc(page.bytes);
+    deps.metrics.listBytes.inc(page.bytes);
     const byPartition = layout.partitions.map(() => [] as string[]);
     for (const run of page.runs) byPartition[layout.partitionOf(run.id).index]?.push(run.id);
     // A full page is not the whole set: only runs created after its oldest can be decided.
     const times = page.runs.map((r) => r.createdAt).filter((t): t is number => t !== undefined);
-    const oldest = page.runs.length >= d.listLimit && times.length > 0 ? Math.min(...times) : undefined;
+    const oldest = page.runs.length >= deps.listLimit && times.length > 0 ? Math.min(...times) : undefined;
     for (const p of layout.partitions) {
-      const r = await d.runs.reconcile(p.index, byPartition[p.index] ?? [], oldest, d.safetyGapMs);
+      const r = await deps.runs.reconcile(p.index, byPartition[p.index] ?? [], oldest, deps.safetyGapMs);
       if (r.dueNow > 0) {
-        d.metrics.reconciled.inc({ action: 'due_now' }, r.dueNow);
-        d.onDue(p.index);
+        deps.metrics.reconciled.inc({ action: 'due_now' }, r.dueNow);
+        deps.onDue(p.index);
       }
-      if (r.pushed > 0) d.metrics.reconciled.inc({ action: 'pushed_out' }, r.pushed);
+      if (r.pushed > 0) deps.metrics.reconciled.inc({ action: 'pushed_out' }, r.pushed);
     }
   }
 
   async function loop(): Promise<void> {
     while (!stopping.signal.aborted && enabled) {
-      await d.clock.sleep(d.everyMs, stopping.signal).catch(() => {});
-      if (stopping.signal.aborted || !d.gate.open || !d.watching()) continue;
+      await deps.clock.sleep(deps.everyMs, stopping.signal).catch(() => {});
+      if (stopping.signal.aborted || !deps.gate.open || !deps.watching()) continue;
       try {
         await pass();
-        d.metrics.reconcilePasses.inc({ result: 'ok' });
-        d.health.recovered('reconciliation');
+        deps.metrics.reconcilePasses.inc({ result: 'ok' });
+        deps.health.recovered('reconciliation');
       } catch (err) {
         if (stopping.signal.aborted) break;
-        d.metrics.reconcilePasses.inc({ result: 'error' });
+        deps.metrics.reconcilePasses.inc({ result: 'error' });
         // An API error shows in the API error metrics; a Redis one is reported here.
         const code = (err as { code?: unknown } | null)?.code;
-        if (typeof code === 'string' && code.startsWith('ERR_API')) d.log.debug({ err }, 'reconciliation pass failed; per-run polling goes on');
-        else d.health.report('reconciliation', err);
+        if (typeof code === 'string' && code.startsWith('ERR_API')) deps.log.debug({ err }, 'reconciliation pass failed; per-run polling goes on');
+        else deps.health.report('reconciliation', err);
       }
     }
   }
 
   return {
     start() {
-      d.metrics.reconcileEnabled.set(1);
+      deps.metrics.reconcileEnabled.set(1);
       done ??= loop();
     },
     async stop() {

@@ -50,8 +50,8 @@ export interface RunStore {
    * page's runs in this partition, `oldestMs` the page's oldest created_at when it was full.
    */
   reconcile(partition: number, listed: readonly string[], oldestMs: number | undefined, safetyGapMs: number): Promise<{ dueNow: number; pushed: number }>;
-  /** A hint that a run may have ended: due now if watched; false when it is not watched. */
-  hint(partition: number, runId: string): Promise<boolean>;
+  /** A hint that a run may have ended: due now if watched. Its partition, and whether it is watched. */
+  hint(runId: string): Promise<{ partition: number; watched: boolean }>;
 }
 
 /** The one-letter op codes of settle.lua. */
@@ -144,9 +144,9 @@ export function makeRunStore(ctx: StoreContext, durability?: Durability): RunSto
       const r = (await ctx.scripts.run('reconcile', [p.due, p.runs, p.created], [oldestMs === undefined ? '-inf' : Math.floor(oldestMs), safetyGapMs, ...listed])) as unknown[];
       return { dueNow: num(r[0]), pushed: num(r[1]) };
     },
-    async hint(index, runId) {
-      const p = partition(ctx, index);
-      return num(await ctx.scripts.run('hint', [p.due, p.runs], [runId])) === 1;
+    async hint(runId) {
+      const p = ctx.layout.partitionOf(runId);
+      return { partition: p.index, watched: num(await ctx.scripts.run('hint', [p.due, p.runs], [runId])) === 1 };
     },
   };
 }

@@ -37,8 +37,21 @@ export function deploymentOf(redis: Config['redis']): Deployment {
   return 'standalone';
 }
 
+/** Reconnect backoff: this much longer per attempt, up to the cap. */
+const RECONNECT_STEP_MS = 100;
+const RECONNECT_MAX_MS = 2_000;
+const reconnect = (times: number) => Math.min(RECONNECT_STEP_MS * times, RECONNECT_MAX_MS);
+/** Redis Cluster: how hard to follow a slot on the move before a command fails. */
+const CLUSTER_MAX_REDIRECTIONS = 16;
+const CLUSTER_TRY_AGAIN_MS = 100;
+const CLUSTER_DOWN_RETRY_MS = 200;
+/** Slot map refresh: how long one may take, and how often the map is read anyway. */
+const SLOTS_REFRESH_TIMEOUT_MS = 2_000;
+const SLOTS_REFRESH_EVERY_MS = 5_000;
+const DEFAULT_REDIS_PORT = 6379;
+const DEFAULT_SENTINEL_PORT = 26379;
+
 function roleOptions(role: Role): Options {
-  const reconnect = (times: number) => Math.min(100 * times, 2000);
   switch (role.kind) {
     case 'daemon':
       return { maxRetriesPerRequest: null, commandTimeout: COMMAND_TIMEOUT_MS, retryStrategy: reconnect };
@@ -63,7 +76,7 @@ function parseSeed(seed: string): Seed {
     const url = new URL(seed);
     return {
       host: url.hostname.replace(/^\[|\]$/g, ''),
-      port: Number(url.port || 6379),
+      port: Number(url.port || DEFAULT_REDIS_PORT),
       ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
       ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
       tls: url.protocol === 'rediss:',
@@ -97,14 +110,14 @@ export function connectRedis(config: Config, role: Role, name: string, log?: Log
           ...(tls ? { tls: {} } : {}),
         } as NonNullable<ClusterOptions['redisOptions']> & { replyMapping?: never },
         scaleReads: 'master',
-        maxRedirections: 16,
+        maxRedirections: CLUSTER_MAX_REDIRECTIONS,
         retryDelayOnMoved: 0,
-        retryDelayOnTryAgain: 100,
-        retryDelayOnClusterDown: 200,
-        retryDelayOnFailover: 200,
-        slotsRefreshTimeout: 2000,
-        slotsRefreshInterval: 5000,
-        clusterRetryStrategy: role.kind === 'cli' ? () => null : (times) => Math.min(100 * times, 2000),
+        retryDelayOnTryAgain: CLUSTER_TRY_AGAIN_MS,
+        retryDelayOnClusterDown: CLUSTER_DOWN_RETRY_MS,
+        retryDelayOnFailover: CLUSTER_DOWN_RETRY_MS,
+        slotsRefreshTimeout: SLOTS_REFRESH_TIMEOUT_MS,
+        slotsRefreshInterval: SLOTS_REFRESH_EVERY_MS,
+        clusterRetryStrategy: role.kind === 'cli' ? () => null : reconnect,
         enableReadyCheck: true,
       });
       break;
@@ -112,7 +125,7 @@ export function connectRedis(config: Config, role: Role, name: string, log?: Log
     case 'sentinel': {
       const options: Options = {
         ...base,
-        sentinels: redis.sentinels.map((s) => hostPort(s) ?? { host: s, port: 26379 }),
+        sentinels: redis.sentinels.map((s) => hostPort(s) ?? { host: s, port: DEFAULT_SENTINEL_PORT }),
         name: redis.sentinelMaster,
         ...(secrets.redisSentinelPassword ? { sentinelPassword: secrets.redisSentinelPassword } : {}),
         ...(redis.tls ? { tls: {}, sentinelTLS: {}, enableTLSForSentinelMode: true } : {}),
@@ -120,7 +133,7 @@ export function connectRedis(config: Config, role: Role, name: string, log?: Log
         // again) when the node we hold has become a replica.
         failoverDetector: true,
         reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 2 : false),
-        sentinelRetryStrategy: role.kind === 'cli' ? () => null : (times: number) => Math.min(100 * times, 2000),
+        sentinelRetryStrategy: role.kind === 'cli' ? () => null : reconnect,
       };
       client = new Redis(options);
       break;
@@ -166,6 +179,8 @@ export async function redisWarnings(client: RedisClient): Promise<string[]> {
 }
 
 /** Closes politely, or drops the connection when QUIT cannot be sent. */
+/** QUIT when connected (replies in flight arrive first); a client that is not connected just drops. */
 export async function closeRedis(client: RedisClient): Promise<void> {
+  if (client.status !== 'ready') return client.disconnect();
   await client.quit().catch(() => client.disconnect());
 }

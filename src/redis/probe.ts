@@ -6,6 +6,9 @@ import type { StoreContext } from './context.ts';
  * write (READONLY after a failover, CLUSTERDOWN) fails here; so does a Redis that does not
  * answer within `timeoutMs`. Returns the problems found, each naming its key or cause.
  */
+/** The probe key outlives a few probes' timeouts, then expires (nothing to clean up). */
+const probeKeyTtlMs = (timeoutMs: number) => Math.max(1_000, timeoutMs * 10);
+
 export async function probeRedis(ctx: StoreContext, timeoutMs: number, describe: (err: unknown) => string): Promise<string[]> {
   const { layout } = ctx;
   const groups: { probe: string; keys: [string, string][] }[] = [
@@ -27,7 +30,7 @@ export async function probeRedis(ctx: StoreContext, timeoutMs: number, describe:
         timer = setTimeout(() => resolve([`Redis does not answer within ${timeoutMs} ms`]), timeoutMs);
       });
       const call = ctx.scripts
-        .run('probe', [g.probe, ...g.keys.map(([k]) => k)], [ctx.replica, Math.max(1000, timeoutMs * 10), ...g.keys.map(([, t]) => t)])
+        .run('probe', [g.probe, ...g.keys.map(([k]) => k)], [ctx.replica, probeKeyTtlMs(timeoutMs), ...g.keys.map(([, t]) => t)])
         .then(
           (problems) => (problems as string[]).map((p) => `Redis key ${p}`),
           (err: unknown) => [describe(err)],

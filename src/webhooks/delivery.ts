@@ -101,33 +101,33 @@ interface AttemptResult {
   retryAfterMs: number | undefined;
 }
 
-export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
-  const c = d.config;
-  const random = d.random ?? Math.random;
-  const configured = new Map(d.targets.map((t) => [t.key, t]));
-  const signers = d.secrets.map((s) => new Webhook(s));
-  const perHostLimit = Math.max(1, Math.ceil(c.concurrency / 4));
+export function makeDeliveryWorker(deps: DeliveryDeps): WorkLoop {
+  const config = deps.config;
+  const random = deps.random ?? Math.random;
+  const configured = new Map(deps.targets.map((t) => [t.key, t]));
+  const signers = deps.secrets.map((s) => new Webhook(s));
+  const perHostLimit = Math.max(1, Math.ceil(config.concurrency / 4));
   /** Attempts in flight per origin. */
   const inFlight = new Map<string, number>();
-  const settlers: Batcher<DeliverySettle, boolean>[] = Array.from({ length: d.partitions }, (_, p) =>
-    makeBatcher((ops) => d.outbox.settle(p, ops), { maxBatch: SETTLE_BATCH }),
+  const settlers: Batcher<DeliverySettle, boolean>[] = Array.from({ length: deps.partitions }, (_, p) =>
+    makeBatcher((ops) => deps.outbox.settle(p, ops), { maxBatch: SETTLE_BATCH }),
   );
-  const log = d.log;
+  const log = deps.log;
   // Configured targets are the operator's and may well be on a private network: they go
   // through a plain agent. Per-run targets go through the guard's agent, which re-checks
   // addresses when it connects.
-  const trusted = d.dispatcher ?? new Agent({ keepAliveTimeout: 10_000 });
+  const trusted = deps.dispatcher ?? new Agent({ keepAliveTimeout: 10_000 });
   const reporting = new Set<Promise<unknown>>();
-  const reporter = d.endpoints
+  const reporter = deps.endpoints
     ? makeBatcher<HealthReport, null>(
         async (reports) => {
-          const { raised, recorded } = await (d.endpoints as EndpointHealth).report(reports, new Date(d.clock.now()));
+          const { raised, recorded } = await (deps.endpoints as EndpointHealth).report(reports, new Date(deps.clock.now()));
           for (const e of raised) {
-            d.metrics.opsEvents.inc({ type: e.type });
+            deps.metrics.opsEvents.inc({ type: e.type });
             log.warn({ type: e.type, target: e.target, event_id: e.id }, 'operator event');
           }
           // Operator events are delivered from partition 0's outbox.
-          if (recorded > 0) wake(0, c.scheduleMs[0] ?? 0);
+          if (recorded > 0) wake(0, config.scheduleMs[0] ?? 0);
           return reports.map(() => null);
         },
         { maxBatch: SETTLE_BATCH },
@@ -135,7 +135,7 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
     : undefined;
 
   function jittered(ms: number): number {
-    return Math.round(ms * (1 + c.jitter * (2 * random() - 1)));
+    return Math.round(ms * (1 + config.jitter * (2 * random() - 1)));
   }
 
   function wake(partition: number, inMs: number): void {
@@ -150,8 +150,8 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
   }
 
   async function finish(claim: DeliveryClaim, op: DeliverySettle, outcome: string): Promise<void> {
-    d.metrics.deliveries.inc({ outcome });
-    if (op.kind === 'dead-letter') d.metrics.deadLetters.inc({ kind: 'delivery' });
+    deps.metrics.deliveries.inc({ outcome });
+    if (op.kind === 'dead-letter') deps.metrics.deadLetters.inc({ kind: 'delivery' });
     await settle(claim, op);
   }
 
@@ -162,13 +162,13 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
     const name = target.perRun ? PER_RUN_ENDPOINT : target.name;
     const p = reporter
       .add({ name, selfKey: target.key, outcome, status: r.status, detail, eventId: isRunEvent(event) ? event.id : undefined })
-      .then(() => d.health.recovered('endpoint health'), (err: unknown) => d.health.report('endpoint health', err));
+      .then(() => deps.health.recovered('endpoint health'), (err: unknown) => deps.health.report('endpoint health', err));
     reporting.add(p);
     void p.finally(() => reporting.delete(p));
   }
 
   function deadLetter(claim: DeliveryClaim, target: Target | undefined, reason: string, extra: Record<string, unknown> = {}): DeliverySettle & { kind: 'dead-letter' } {
-    const letter = deliveryDeadLetter(reason, new Date(d.clock.now()), {
+    const letter = deliveryDeadLetter(reason, new Date(deps.clock.now()), {
       target: claim.targetKey,
       format: target?.format ?? null,
       attempts: claim.attempts,
@@ -187,11 +187,11 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
     if (!format.resolvesStalled || !isRunEvent(event)) return 'send';
     const runId = event.data.run_id;
     if (event.type === 'run.stalled') {
-      return (await d.outbox.stallOrder(claim.partition, 'stall', runId, claim.member, c.leaseMs)) ? 'send' : 'obsolete';
+      return (await deps.outbox.stallOrder(claim.partition, 'stall', runId, claim.member, config.leaseMs)) ? 'send' : 'obsolete';
     }
     if (event.data.watch.stalled_at === null) return 'send';
     const stall = deliveryMember(eventId(runId, 'run.stalled'), claim.targetKey);
-    return (await d.outbox.stallOrder(claim.partition, 'end', runId, stall, c.leaseMs)) ? 'send' : 'wait';
+    return (await deps.outbox.stallOrder(claim.partition, 'end', runId, stall, config.leaseMs)) ? 'send' : 'wait';
   }
 
   /** Sends the requests in order; the first that gets no 2xx ends the attempt. */
@@ -204,16 +204,16 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
         ...target.headers,
         'content-type': r.contentType,
         'user-agent': 'letta-run-watcher',
-        ...signatureHeaders(id, new Date(d.clock.now()), r.body, signers),
+        ...signatureHeaders(id, new Date(deps.clock.now()), r.body, signers),
       };
       const res = await request(r.url, {
         method: 'POST',
         headers,
         body: r.body,
-        signal: AbortSignal.any([signal, AbortSignal.timeout(c.attemptTimeoutMs)]),
-        dispatcher: target.perRun ? d.guard.dispatcher : trusted,
+        signal: AbortSignal.any([signal, AbortSignal.timeout(config.attemptTimeoutMs)]),
+        dispatcher: target.perRun ? deps.guard.dispatcher : trusted,
       });
-      result = { status: res.statusCode, detail: await readSnippet(res.body, RESPONSE_SNIPPET_BYTES), retryAfterMs: parseRetryAfter(res.headers['retry-after'], d.clock.now()) };
+      result = { status: res.statusCode, detail: await readSnippet(res.body, RESPONSE_SNIPPET_BYTES), retryAfterMs: parseRetryAfter(res.headers['retry-after'], deps.clock.now()) };
       if (res.statusCode < 200 || res.statusCode >= 300) break;
     }
     return result;
@@ -223,7 +223,7 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
     const { member, counter } = claim;
     const target = resolveTarget(claim.targetKey, configured);
     if (!target) return await finish(claim, deadLetter(claim, target, `target ${claim.targetKey} is no longer configured`), 'dead');
-    const format = d.formats.get(target.format);
+    const format = deps.formats.get(target.format);
     if (!format) return await finish(claim, deadLetter(claim, target, `format ${target.format} is not known to this version`), 'dead');
     const host = originOf(target.url);
     const who = target.perRun ? `per-run ${host}` : target.key;
@@ -233,7 +233,7 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
     if (target.perRun) {
       // The intake's URL rule only lets through what new URL() reads; state from an older
       // version may still hold a URL that does not parse, and that is refused here, once.
-      const verdict = await d.guard.check(target.url);
+      const verdict = await deps.guard.check(target.url);
       if (!verdict.ok) {
         log.warn({ target: who, reason: verdict.reason }, 'per-run webhook URL refused');
         return await finish(claim, deadLetter(claim, target, `refused: ${verdict.reason}`), 'refused');
@@ -245,7 +245,7 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
     if (order === 'wait') return await finish(claim, { kind: 'hand-back', member, counter, delayMs: STALL_ORDER_WAIT_MS * (1 + random()) }, 'deferred');
     let requests: RenderedRequest[];
     try {
-      requests = format.render(event, target, { maxBodyBytes: c.maxBodyBytes, now: new Date(d.clock.now()) });
+      requests = format.render(event, target, { maxBodyBytes: config.maxBodyBytes, now: new Date(deps.clock.now()) });
     } catch (err) {
       // It would throw again on every retry.
       return await finish(claim, deadLetter(claim, target, `the ${target.format} format could not render this event: ${(err as Error).message}`), 'dead');
@@ -257,7 +257,7 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
     if (busy >= perHostLimit) return await finish(claim, { kind: 'hand-back', member, counter, delayMs: DEFER_MS + random() * DEFER_MS * 3 }, 'deferred');
     inFlight.set(host, busy + 1);
     const attempt = claim.attempts + 1;
-    const began = d.clock.now();
+    const began = deps.clock.now();
     let result: AttemptResult;
     try {
       result = await send(requests, target, claim, signal);
@@ -268,7 +268,7 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
       const n = (inFlight.get(host) ?? 1) - 1;
       if (n <= 0) inFlight.delete(host);
       else inFlight.set(host, n);
-      d.metrics.deliveryDuration.observe((d.clock.now() - began) / 1000);
+      deps.metrics.deliveryDuration.observe((deps.clock.now() - began) / 1000);
     }
     const { status, detail } = result;
 
@@ -285,7 +285,7 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
       report(target, event, 'gone', result);
       return await finish(claim, { ...deadLetter(claim, target, 'endpoint answered 410 Gone', last), disableTarget: true }, 'gone');
     }
-    const next = c.scheduleMs[attempt];
+    const next = config.scheduleMs[attempt];
     if (next === undefined) {
       log.warn({ target: who, event_id: claim.eventId, status, attempts: attempt }, 'webhook delivery exhausted its retries; dead-lettered');
       report(target, event, 'dead', result);
@@ -293,7 +293,7 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
     }
     let delay = jittered(next);
     if (status !== undefined && RESPECT_RETRY_AFTER.has(status) && result.retryAfterMs !== undefined) {
-      delay = Math.max(delay, Math.min(result.retryAfterMs, c.retryAfterCapMs));
+      delay = Math.max(delay, Math.min(result.retryAfterMs, config.retryAfterCapMs));
     }
     log.info({ target: who, event_id: claim.eventId, status: status ?? null, error: status === undefined ? detail : undefined, attempt, retry_in_ms: delay }, 'webhook attempt failed; will retry');
     report(target, event, 'failed', result);
@@ -301,21 +301,21 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
   }
 
   const claims = claimAcrossPartitions<DeliveryClaim>({
-    partitions: d.partitions,
-    clock: d.clock,
+    partitions: deps.partitions,
+    clock: deps.clock,
     async claimOne(p, limit) {
-      const r = await d.outbox.claim(p, limit, c.leaseMs);
+      const r = await deps.outbox.claim(p, limit, config.leaseMs);
       return { items: r.claims, now: r.now, nextDue: r.nextDue };
     },
-    onPartitionError: (p, err) => d.health.report(`webhook claims of partition ${p}`, err),
-    onPartitionOk: (p) => d.health.recovered(`webhook claims of partition ${p}`),
+    onPartitionError: (p, err) => deps.health.report(`webhook claims of partition ${p}`, err),
+    onPartitionOk: (p) => deps.health.recovered(`webhook claims of partition ${p}`),
   });
 
   const loop = makeWorkLoop<DeliveryClaim>({
     name: 'webhook deliveries',
-    concurrency: c.concurrency,
-    claimBatch: c.concurrency * 2,
-    clock: d.clock,
+    concurrency: config.concurrency,
+    claimBatch: config.concurrency * 2,
+    clock: deps.clock,
     log,
     claim: (limit) => claims.claim(limit),
     process: deliver,
@@ -323,11 +323,11 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
     async renew(items) {
       const byPartition = new Map<number, DeliveryClaim[]>();
       for (const claim of items) byPartition.set(claim.partition, [...(byPartition.get(claim.partition) ?? []), claim]);
-      await Promise.all([...byPartition].map(([p, list]) => d.outbox.renew(p, list, c.leaseMs)));
+      await Promise.all([...byPartition].map(([p, list]) => deps.outbox.renew(p, list, config.leaseMs)));
     },
-    renewEveryMs: Math.floor(c.leaseMs / 3),
-    onClaimError: (err) => d.health.report('webhook claims', err),
-    onClaimOk: () => d.health.recovered('webhook claims'),
+    renewEveryMs: Math.floor(config.leaseMs / 3),
+    onClaimError: (err) => deps.health.report('webhook claims', err),
+    onClaimOk: () => deps.health.recovered('webhook claims'),
   });
   return {
     start: () => loop.start(),
@@ -339,7 +339,7 @@ export function makeDeliveryWorker(d: DeliveryDeps): WorkLoop {
       await loop.stop(graceMs);
       await Promise.all(settlers.map((s) => s.drain()));
       await Promise.allSettled([...reporting]);
-      if (!d.dispatcher) await trusted.close();
+      if (!deps.dispatcher) await trusted.close();
     },
     get held() {
       return loop.held;

@@ -25,10 +25,10 @@ export interface Target extends TargetSpec {
   stopReasons: readonly string[] | undefined;
 }
 
-export function configuredTargets(c: Config, formats: ReadonlyMap<string, Format>): Target[] {
+export function configuredTargets(config: Config, formats: ReadonlyMap<string, Format>): Target[] {
   const byKey = new Map<string, Target>();
-  const fromUrls = c.webhooks.urls.map((url): WebhookTargetConfig => ({ ...PLAIN, url, types: ['run.*'] }));
-  for (const t of [...fromUrls, ...c.webhooks.targets]) {
+  const fromUrls = config.webhooks.urls.map((url): WebhookTargetConfig => ({ ...PLAIN, url, types: ['run.*'] }));
+  for (const t of [...fromUrls, ...config.webhooks.targets]) {
     const name = t.name ?? createHash('sha256').update(t.url).digest('hex').slice(0, 12);
     const key = encodeTarget({ kind: 'configured', name });
     if (byKey.has(key)) continue;
@@ -39,7 +39,7 @@ export function configuredTargets(c: Config, formats: ReadonlyMap<string, Format
       perRun: false,
       types: t.types ?? formats.get(t.format)?.defaultTypes ?? ['run.*'],
       stopReasons: t.stopReasons,
-      routingKey: t.routingKeyEnv === undefined ? undefined : c.secrets.routingKeys[t.routingKeyEnv],
+      routingKey: t.routingKeyEnv === undefined ? undefined : config.secrets.routingKeys[t.routingKeyEnv],
     });
   }
   return [...byKey.values()];
@@ -77,3 +77,5 @@ export function makeRouter(targets: readonly Target[], formats: ReadonlyMap<stri
       Object.fromEntries(OPS_EVENT_TYPES.map((type) => [type, targets.filter((t) => typeMatches(t.types, type)).map((t) => t.key)])) as Record<OpsEventType, string[]>,
   };
 }
+
+export type Router = ReturnType<typeof makeRouter>;

@@ -53,18 +53,18 @@ export function hostAllowed(host: string, allowed: readonly string[]): boolean {
 
 const systemResolver: Resolver = async (host) => await lookup(host, { all: true, verbatim: true });
 
-export function makeUrlGuard(o: {
+export function makeUrlGuard(options: {
   allowedHosts: readonly string[];
   allowPrivateAddresses: boolean;
   resolve?: Resolver;
   dispatcher?: Dispatcher;
 }): UrlGuard {
-  const resolve = o.resolve ?? systemResolver;
+  const resolve = options.resolve ?? systemResolver;
 
   async function vetted(host: string): Promise<{ address: string; family: number }[]> {
     const addresses = await resolve(host);
     if (addresses.length === 0) throw Object.assign(new Error(`${host} has no addresses`), { code: 'ENOTFOUND' });
-    if (!o.allowPrivateAddresses) {
+    if (!options.allowPrivateAddresses) {
       const bad = addresses.find((a) => isPrivateAddress(a.address));
       if (bad) throw Object.assign(new Error(`${host} resolves to ${bad.address}, a private or reserved address`), { code: 'ERR_WEBHOOK_BLOCKED' });
     }
@@ -81,7 +81,7 @@ export function makeUrlGuard(o: {
     );
   }) as unknown as LookupFunction;
 
-  const dispatcher = o.dispatcher ?? new Agent({ connect: { lookup: guardedLookup }, keepAliveTimeout: 10_000 });
+  const dispatcher = options.dispatcher ?? new Agent({ connect: { lookup: guardedLookup }, keepAliveTimeout: 10_000 });
 
   return {
     dispatcher,
@@ -95,11 +95,11 @@ export function makeUrlGuard(o: {
       if (url.protocol !== 'http:' && url.protocol !== 'https:') return { ok: false, reason: `scheme ${url.protocol} is not http(s)` };
       if (url.username || url.password) return { ok: false, reason: 'URLs with credentials are refused' };
       const host = url.hostname.replace(/^\[|\]$/g, '');
-      if (!hostAllowed(host, o.allowedHosts)) {
+      if (!hostAllowed(host, options.allowedHosts)) {
         return { ok: false, reason: `host ${host} is not in WATCHER_WEBHOOK_ALLOWED_HOSTS` };
       }
       if (isIP(host)) {
-        return !o.allowPrivateAddresses && isPrivateAddress(host)
+        return !options.allowPrivateAddresses && isPrivateAddress(host)
           ? { ok: false, reason: `${host} is a private or reserved address` }
           : { ok: true };
       }
@@ -111,7 +111,7 @@ export function makeUrlGuard(o: {
       }
     },
     async close() {
-      if (!o.dispatcher) await dispatcher.close();
+      if (!options.dispatcher) await dispatcher.close();
     },
   };
 }
