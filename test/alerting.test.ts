@@ -4,12 +4,12 @@ import { loadConfig, type Config } from '../src/config.ts';
 import { Daemon } from '../src/daemon.ts';
 import type { AnyEvent, OpsEvent, WatchEvent } from '../src/events/event.ts';
 import { makeLogger } from '../src/log.ts';
-import { seeded } from '../tools/simulator/prng.ts';
 import type { StopReason } from '../tools/simulator/runs.ts';
-import { startSimulator, type CreatedRun, type SimRunSpec, type Simulator } from '../tools/simulator/server.ts';
+import type { CreatedRun, SimRunSpec, Simulator } from '../tools/simulator/server.ts';
 import { startAlertmanager, type Alertmanager } from './kit/alertmanager.ts';
-import { captureLogger, enqueue, keys, readDead, readEvents, runCli, testEnv, useSuite, waitFor, type EnvOverrides } from './kit/harness.ts';
-import { newSecret, startReceiver, type Receiver, type ReceivedRequest } from './kit/receiver.ts';
+import { captureLogger, enqueue, keys, outboxDrained as drained, readDead, readEvents, runCli, startDaemon, testEnv, useSuite, waitFor, type EnvOverrides } from './kit/harness.ts';
+import { newSecret, type Receiver, type ReceivedRequest, type Responder } from './kit/receiver.ts';
+import { createRuns, OUTCOMES } from './kit/runs.ts';
 
 /**
  * The alerting stack's own formats end to end: the daemon in-process, the simulator as Letta,
@@ -19,30 +19,21 @@ import { newSecret, startReceiver, type Receiver, type ReceivedRequest } from '.
  * really fail (the receiver answers 503 or 410); every test counts what arrived.
  */
 
-const SEED = Number(process.env['LRW_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
 const FAST_SCHEDULE = [0, 50, 100];
 const CONFIG_FILE = 'alerting-test.json';
-const { redis, cleanup } = useSuite();
+// The seed (LRW_SEED, else a fresh one) is printed once; every draw below comes from it.
+const { redis, cleanup, rng, simulator, receiver: startRx } = useSuite();
 
 let am: Alertmanager;
 beforeAll(async () => {
-  console.log(`alerting seed: ${SEED} (repeat with LRW_SEED=${SEED})`);
   am = await startAlertmanager();
 });
 afterAll(async () => {
   await am?.stop();
 });
 
-async function simulator(): Promise<Simulator> {
-  const sim = await startSimulator({ port: 0 });
-  cleanup.add(() => sim.close());
-  return sim;
-}
-
-async function receiver(secrets: readonly string[], respond?: Parameters<typeof startReceiver>[0]['respond']): Promise<Receiver> {
-  const rx = await startReceiver(respond ? { secrets, respond } : { secrets });
-  cleanup.add(() => rx.close());
-  return rx;
+async function receiver(secrets: readonly string[], respond?: Responder): Promise<Receiver> {
+  return await startRx(respond ? { secrets, respond } : { secrets });
 }
 
 interface Started {
@@ -57,21 +48,15 @@ async function start(sim: Simulator, secret: string, webhooks: Record<string, un
     env: testEnv({ LETTA_BASE_URL: sim.url, WATCHER_WEBHOOK_SECRET: secret, WATCHER_CONFIG: CONFIG_FILE, WATCHER_SHUTDOWN_GRACE_MS: '500', ...env }),
     readFile: () => file,
   });
-  const daemon = new Daemon({ config, log });
-  cleanup.add(() => daemon.stop());
-  await daemon.start();
+  const daemon = await startDaemon(cleanup, config, { log });
   return { daemon, config, prefix: config.redis.keyPrefix };
 }
 
-/** `n` runs with outcomes (and stop reasons) drawn from the seed. */
+/** `n` runs with durations and outcomes (and, by the simulator, stop reasons) drawn from the seed. */
 function seededRuns(sim: Simulator, n: number, extra: (i: number) => SimRunSpec = () => ({})): CreatedRun[] {
-  const random = seeded(SEED);
-  const outcomes = ['completed', 'failed', 'cancelled'] as const;
-  return Array.from({ length: n }, (_, i) => {
-    // Every outcome at least once, the rest drawn.
-    const outcome = outcomes[i < 3 ? i : Math.floor(random() * 3)] ?? 'completed';
-    return sim.createRun({ durationMs: Math.floor(random() * 300), outcome, ...extra(i) });
-  });
+  // Every outcome at least once, the rest drawn.
+  const outcome = (i: number) => OUTCOMES[i < 3 ? i : rng.int(0, OUTCOMES.length - 1)] ?? 'completed';
+  return createRuns(sim, n, { durationMs: [0, 299], outcome, spec: extra, random: rng.random }).list;
 }
 
 async function terminalEvents(prefix: string, n: number): Promise<WatchEvent[]> {
@@ -85,10 +70,7 @@ async function terminalEvents(prefix: string, n: number): Promise<WatchEvent[]> 
   );
 }
 
-async function outboxDrained(prefix: string): Promise<void> {
-  const k = keys(prefix);
-  await waitFor(async () => (await redis.zcard(k.webhooks)) === 0, { timeoutMs: 20_000, describe: async () => `${await redis.zcard(k.webhooks)} deliveries left` });
-}
+const outboxDrained = (prefix: string) => drained(redis, prefix, 20_000);
 
 const bodies = (rx: Receiver, path: string) => rx.on(path).map((r) => JSON.parse(r.body) as Record<string, unknown>);
 

@@ -2,7 +2,7 @@ import { Cluster } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { layoutFor, partitionIndex } from '../src/redis/keys.ts';
 import type { WatchEvent } from '../src/events/event.ts';
-import { startSimulator, type CreatedRun } from '../tools/simulator/server.ts';
+import type { CreatedRun } from '../tools/simulator/server.ts';
 import {
   Cleanup,
   captureLogger,
@@ -11,12 +11,13 @@ import {
   newPrefix,
   spawnDaemon,
   startDaemon,
+  startReceiverIn,
+  startSimulatorIn,
   testConfig,
   testEnv,
   waitFor,
   type StreamEvent,
 } from './kit/harness.ts';
-import { startReceiver } from './kit/receiver.ts';
 import { startRedisCluster, type RedisCluster } from './kit/redis-cluster.ts';
 import { seeded } from '../tools/simulator/prng.ts';
 import { afterEach } from 'vitest';
@@ -79,10 +80,8 @@ describe('Redis Cluster', () => {
     const r = client(c);
     const random = seeded(SEED);
     console.log(`cluster test seed ${SEED}`);
-    const sim = await startSimulator({ port: 0, random, durationMs: [300, 3000], faults: { errorRate: 0.05 } });
-    cleanup.add(() => sim.close());
-    const rx = await startReceiver({ secrets: [] });
-    cleanup.add(() => rx.close());
+    const sim = await startSimulatorIn(cleanup, { random, durationMs: [300, 3000], faults: { errorRate: 0.05 } });
+    const rx = await startReceiverIn(cleanup, { secrets: [] });
     const prefix = newPrefix();
     const partitions = 6;
     const env = testEnv({
@@ -141,8 +140,7 @@ describe('Redis Cluster', () => {
   it('a partition key of the wrong type on Cluster: that partition waits (nothing lost), readiness names the key, the others go on', async () => {
     const c = await cluster();
     const r = client(c);
-    const sim = await startSimulator({ port: 0 });
-    cleanup.add(() => sim.close());
+    const sim = await startSimulatorIn(cleanup);
     const partitions = 3;
     const prefix = newPrefix();
     const config = testConfig({ REDIS_URL: undefined, REDIS_CLUSTER_NODES: c.seeds, WATCHER_PARTITIONS: String(partitions), WATCHER_KEY_PREFIX: prefix, LETTA_BASE_URL: sim.url });

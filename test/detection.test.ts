@@ -1,12 +1,11 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { parseLettaTime } from '../src/letta/run-state.ts';
 import type { Config } from '../src/config.ts';
-import { startSimulator, type SimulatorOptions, type Simulator } from '../tools/simulator/server.ts';
+import type { Simulator } from '../tools/simulator/server.ts';
 import {
-  answeredHealth,
   captureLogger,
   configFile,
   expectExactlyOnce,
@@ -14,6 +13,7 @@ import {
   metric,
   readEvents,
   spawnDaemon,
+  startApiIn,
   startDaemon,
   testConfig,
   testEnv,
@@ -23,7 +23,6 @@ import {
   type EnvOverrides,
   type StreamEvent,
 } from './kit/harness.ts';
-import { startReceiver } from './kit/receiver.ts';
 
 /**
  * Knowing within seconds, with few API calls: reconciliation with the list of active runs,
@@ -31,13 +30,8 @@ import { startReceiver } from './kit/receiver.ts';
  * catching up when an endpoint recovers. Each test measures what a user would notice: the lag
  * from a run's end to its event, and the requests made per run.
  */
-const { redis, cleanup } = useSuite();
-
-async function simulator(options: SimulatorOptions = {}): Promise<Simulator> {
-  const sim = await startSimulator({ port: 0, ...options });
-  cleanup.add(() => sim.close());
-  return sim;
-}
+// The simulator's dice (durations, dropped callbacks) come from the suite's seed (printed).
+const { redis, cleanup, simulator, receiver } = useSuite();
 
 /** Lag (ms) from each run's completed_at to its event. */
 function lags(events: readonly StreamEvent[]): number[] {
@@ -129,17 +123,14 @@ describe('reconciliation with the list of active runs', () => {
   it('a run missing from the list but still going (another organisation, say) costs one extra poll, not one per pass', async () => {
     // An API whose list never shows anything, while its runs stay running.
     const requests: string[] = [];
-    const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-      if (answeredHealth(req, res)) return;
+    const api = await startApiIn(cleanup, (req, res) => {
       requests.push(req.url ?? '');
       res.writeHead(200, { 'content-type': 'application/json' });
       if ((req.url ?? '').startsWith('/v1/runs/?')) return res.end('[]');
       const id = (req.url ?? '').split('/').pop() ?? '';
       res.end(JSON.stringify({ id, agent_id: 'a', status: 'running', created_at: new Date().toISOString() }));
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    cleanup.add(() => new Promise<void>((r) => (server.close(() => r()), server.closeAllConnections())));
-    const config = slowCadence({ LETTA_BASE_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, WATCHER_RECONCILE_MS: '100' });
+    const config = slowCadence({ LETTA_BASE_URL: api.url, WATCHER_RECONCILE_MS: '100' });
     await startDaemon(cleanup, config);
     await redis.lpush(keys(config.redis.keyPrefix).intake, 'run-elsewhere');
     await sleep(3000);
@@ -151,16 +142,13 @@ describe('reconciliation with the list of active runs', () => {
   });
 
   it('a Letta API that cannot list runs turns reconciliation off with one log line; polling goes on', async () => {
-    const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-      if (answeredHealth(req, res)) return;
+    const api = await startApiIn(cleanup, (req, res) => {
       if ((req.url ?? '').startsWith('/v1/runs/?')) return res.writeHead(405, { 'content-type': 'application/json' }).end('{"detail":"Method Not Allowed"}');
       const id = (req.url ?? '').split('/').pop() ?? '';
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id, agent_id: 'a', status: 'completed', completed_at: new Date().toISOString() }));
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    cleanup.add(() => new Promise<void>((r) => (server.close(() => r()), server.closeAllConnections())));
     const { log, lines } = captureLogger('warn');
-    const config = testConfig({ LETTA_BASE_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, WATCHER_RECONCILE_MS: '100' });
+    const config = testConfig({ LETTA_BASE_URL: api.url, WATCHER_RECONCILE_MS: '100' });
     const daemon = await startDaemon(cleanup, config, { log });
     await redis.lpush(keys(config.redis.keyPrefix).intake, 'run-a');
     await waitForEvents(redis, config.redis.keyPrefix, 1);
@@ -304,8 +292,7 @@ describe('one API budget for the fleet', () => {
 describe('webhooks catch up when an endpoint recovers', () => {
   it('after an outage the deliveries waiting on their 5-minute retry arrive within seconds of the first success', async () => {
     const sim = await simulator();
-    const rx = await startReceiver({ secrets: [] });
-    cleanup.add(() => rx.close());
+    const rx = await receiver({ secrets: [] });
     await rx.down();
     const config = testConfig({
       LETTA_BASE_URL: sim.url,

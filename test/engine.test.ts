@@ -1,74 +1,42 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import type { Config } from '../src/config.ts';
-import { Daemon } from '../src/daemon.ts';
+import type { DaemonDeps } from '../src/daemon.ts';
 import { eventId, type WatchEvent } from '../src/events/event.ts';
-import { makeLogger } from '../src/log.ts';
-import { startSimulator, type CreatedRun, type Simulator, type SimulatorOptions } from '../tools/simulator/server.ts';
+import type { Simulator } from '../tools/simulator/server.ts';
 import {
-  answeredHealth,
   expectExactlyOnce,
   configFile,
   enqueue,
   keys,
-  pick,
-  randomInt,
   readDead,
   readEvents,
   redisNow,
+  settledEvents as settled,
+  startApiIn,
+  startDaemon as startIn,
   testConfig,
   waitFor,
-  waitForEvents,
   type StreamEvent,
   useSuite,
 } from './kit/harness.ts';
-import { startRedisServer } from './kit/redis-server.ts';
+import { createRuns, type Runs } from './kit/runs.ts';
 
 /**
  * The watch engine in-process (the Daemon composition root) against the simulator and a real
- * Redis: every test counts what reached `P:events` exactly.
+ * Redis: every test counts what reached `P:events` exactly. Durations, outcomes and the
+ * simulator's faults are drawn from the suite's seed (printed; LRW_SEED=<seed> repeats them).
  */
 
-const OUTCOMES = ['completed', 'failed', 'cancelled'] as const;
 const NAIVE_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}$/;
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-const { redis, cleanup } = useSuite();
+const { redis, cleanup, rng, simulator } = useSuite();
+const startDaemon = (config: Config, extra: Partial<DaemonDeps> = {}) => startIn(cleanup, config, extra);
+const settledEvents = (prefix: string, expected: number, timeoutMs = 20_000) => settled(redis, prefix, expected, { timeoutMs });
 
-async function simulator(options: SimulatorOptions = {}): Promise<Simulator> {
-  const sim = await startSimulator({ port: 0, ...options });
-  cleanup.add(() => sim.close());
-  return sim;
-}
-
-async function startDaemon(config: Config, extra: Partial<ConstructorParameters<typeof Daemon>[0]> = {}): Promise<Daemon> {
-  const daemon = new Daemon({ config, log: makeLogger('silent'), ...extra });
-  cleanup.add(() => daemon.stop());
-  await daemon.start();
-  return daemon;
-}
-
-function createRuns(sim: Simulator, n: number, duration: [number, number]): Map<string, CreatedRun> {
-  const runs = new Map<string, CreatedRun>();
-  for (let i = 0; i < n; i++) {
-    const r = sim.createRun({ durationMs: randomInt(duration[0], duration[1]), outcome: pick(OUTCOMES) });
-    runs.set(r.id, r);
-  }
-  return runs;
-}
-
-/** Waits until nothing is watched or queued any more, then reads the stream one last time. */
-async function settledEvents(prefix: string, expected: number, timeoutMs = 20_000): Promise<StreamEvent[]> {
-  const k = keys(prefix);
-  await waitForEvents(redis, prefix, expected, { timeoutMs });
-  await waitFor(async () => (await redis.zcard(k.due)) === 0 && (await redis.llen(k.intake)) === 0, {
-    timeoutMs,
-    describe: async () => `schedule ${await redis.zcard(k.due)}, intake ${await redis.llen(k.intake)}`,
-  });
-  return await readEvents(redis, prefix);
+/** Runs of random durations in `durationMs` and random outcomes, drawn from the seed. */
+function drawnRuns(sim: Simulator, n: number, durationMs: readonly [number, number]): Runs {
+  return createRuns(sim, n, { durationMs, outcome: 'drawn', random: rng.random });
 }
 
 function byRun(events: readonly StreamEvent[]): Map<string, WatchEvent> {
@@ -80,7 +48,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
     const sim = await simulator();
     const config = testConfig({ LETTA_BASE_URL: sim.url });
     const prefix = config.redis.keyPrefix;
-    const runs = createRuns(sim, 500, [50, 1500]);
+    const runs = drawnRuns(sim, 500, [50, 1500]);
     await startDaemon(config);
     await enqueue(redis, prefix, [...runs.keys()]);
 
@@ -179,7 +147,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
     const config = testConfig({ LETTA_BASE_URL: sim.url });
     const prefix = config.redis.keyPrefix;
     const k = keys(prefix);
-    const runs = createRuns(sim, 60, [100, 600]);
+    const runs = drawnRuns(sim, 60, [100, 600]);
     await startDaemon(config);
     await enqueue(redis, prefix, [...runs.keys()]);
 
@@ -232,8 +200,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
 
   it('accepts a Run whose every field but id, agent_id and status is null, with a naive completed_at', async () => {
     const bodies: Record<string, unknown>[] = [];
-    const server: Server = createServer((req, res) => {
-      if (answeredHealth(req, res)) return;
+    const api = await startApiIn(cleanup, (req, res) => {
       const id = decodeURIComponent((req.url ?? '').split('?')[0]?.split('/').pop() ?? '');
       const body = {
         id,
@@ -258,16 +225,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    cleanup.add(
-      () =>
-        new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        }),
-    );
-    const { port } = server.address() as AddressInfo;
-    const config = testConfig({ LETTA_BASE_URL: `http://127.0.0.1:${port}` });
+    const config = testConfig({ LETTA_BASE_URL: api.url });
     const prefix = config.redis.keyPrefix;
     const id = 'run-nullish-0001';
     await startDaemon(config);
@@ -286,7 +244,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
     const sim = await simulator();
     const config = testConfig({ LETTA_BASE_URL: sim.url });
     const prefix = config.redis.keyPrefix;
-    const good = [...createRuns(sim, 6, [50, 300]).values()];
+    const good = [...drawnRuns(sim, 6, [50, 300]).values()];
     const g = (i: number) => good[i]?.id ?? '';
     const oversize = JSON.stringify({ run_id: 'run-oversize', metadata: { pad: 'x'.repeat(70_000) } });
     const invalid: Record<string, string> = {
@@ -376,7 +334,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
     });
     const prefix = config.redis.keyPrefix;
     const k = keys(prefix);
-    const runs = createRuns(sim, 20, [50, 200]);
+    const runs = drawnRuns(sim, 20, [50, 200]);
     const daemon = await startDaemon(config);
     await enqueue(redis, prefix, [...runs.keys()]);
 
@@ -397,45 +355,6 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
     for (const { event } of events) expect(event.type).toBe(`run.${runs.get(event.data.run_id)?.outcome}`);
   });
 
-  it('Redis stopped for two seconds mid-run: the daemon survives and every event arrives exactly once', async () => {
-    const server = await startRedisServer();
-    cleanup.add(() => server.destroy());
-    const own = new Redis(server.url, { maxRetriesPerRequest: null, retryStrategy: () => 100 });
-    own.on('error', () => {});
-    cleanup.add(() => own.disconnect());
-    const sim = await simulator();
-    // The default lease (120 s), on purpose: a claim that Redis executed but whose reply was
-    // lost in the stop is re-sent by ioredis and must return the same runs (the last-claim
-    // record in schedule.ts); otherwise those runs would wait out the lease and miss the
-    // 30 s below.
-    const config = testConfig({ LETTA_BASE_URL: sim.url, REDIS_URL: server.url });
-    const prefix = config.redis.keyPrefix;
-    const runs = createRuns(sim, 150, [300, 4000]);
-    const daemon = await startDaemon(config);
-    const unhandled: unknown[] = [];
-    const onUnhandled = (err: unknown) => unhandled.push(err);
-    process.on('unhandledRejection', onUnhandled);
-    cleanup.add(() => process.off('unhandledRejection', onUnhandled));
-    await enqueue(own, prefix, [...runs.keys()]);
-
-    const before = await waitForEvents(own, prefix, 10);
-    expect(before.length).toBeLessThan(150);
-    await server.stop();
-    await sleep(2000); // Redis stays away for a while; the daemon keeps polling and retrying.
-    expect(daemon.state).toBe('running');
-    await server.start();
-
-    const k = keys(prefix);
-    await waitForEvents(own, prefix, 150, { timeoutMs: 30_000 });
-    await waitFor(async () => (await own.zcard(k.due)) === 0 && (await own.llen(k.intake)) === 0, { timeoutMs: 20_000 });
-    const events = await readEvents(own, prefix);
-    expect(events).toHaveLength(150);
-    expectExactlyOnce(events, runs.keys());
-    for (const { event } of events) expect(event.type).toBe(`run.${runs.get(event.data.run_id)?.outcome}`);
-    expect(daemon.state).toBe('running');
-    expect(unhandled).toEqual([]);
-  });
-
   it.each([
     ['the polls finish within the grace period', 10_000],
     ['the grace period runs out and the polls are aborted', 100],
@@ -444,7 +363,7 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
     const config = testConfig({ LETTA_BASE_URL: sim.url, WATCHER_SHUTDOWN_GRACE_MS: String(graceMs) });
     const prefix = config.redis.keyPrefix;
     const k = keys(prefix);
-    const runs = createRuns(sim, 80, [2500, 4000]);
+    const runs = drawnRuns(sim, 80, [2500, 4000]);
     const first = await startDaemon(config);
     await enqueue(redis, prefix, [...runs.keys()]);
 

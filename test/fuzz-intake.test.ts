@@ -1,13 +1,11 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { Daemon } from '../src/daemon.ts';
-import { makeLogger } from '../src/log.ts';
+import type { Daemon } from '../src/daemon.ts';
 import {
-  answeredHealth,
   keys,
   readDead,
   readEvents,
+  startApiIn,
+  startDaemon as startIn,
   testConfig,
   waitFor,
   type DeadLetter,
@@ -25,12 +23,12 @@ import { seeded } from '../tools/simulator/prng.ts';
  * LRW_FUZZ_SEED=<seed> repeats a run.
  */
 
-const SEED = Number(process.env['LRW_FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
 const TOTAL = 10_000;
 const RUN_PATH = /^\/v1\/runs\/[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 const VALID_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 
-const { redis, cleanup } = useSuite();
+// The generator's seed: LRW_FUZZ_SEED, else LRW_SEED, else a fresh one (printed once).
+const { redis, cleanup, rng } = useSuite({ seedEnv: 'LRW_FUZZ_SEED' });
 
 /** A Letta stand-in that records every request path and answers any well-formed ID as completed. */
 interface RecordingApi {
@@ -40,8 +38,7 @@ interface RecordingApi {
 
 async function recordingApi(): Promise<RecordingApi> {
   const paths: string[] = [];
-  const server: Server = createServer((req, res) => {
-    if (answeredHealth(req, res)) return;
+  const api = await startApiIn(cleanup, (req, res) => {
     const path = req.url ?? '';
     paths.push(path);
     const id = path.startsWith('/v1/runs/') ? path.slice('/v1/runs/'.length) : '';
@@ -62,22 +59,12 @@ async function recordingApi(): Promise<RecordingApi> {
       }),
     );
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  cleanup.add(
-    () =>
-      new Promise<void>((r) => {
-        server.close(() => r());
-        server.closeAllConnections();
-      }),
-  );
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, paths };
+  return { url: api.url, paths };
 }
 
 async function startDaemon(api: RecordingApi): Promise<{ daemon: Daemon; prefix: string }> {
   const config = testConfig({ LETTA_BASE_URL: api.url, WATCHER_SHUTDOWN_GRACE_MS: '500' });
-  const daemon = new Daemon({ config, log: makeLogger('silent') });
-  cleanup.add(() => daemon.stop());
-  await daemon.start();
+  const daemon = await startIn(cleanup, config);
   return { daemon, prefix: config.redis.keyPrefix };
 }
 
@@ -241,8 +228,7 @@ async function waitForIntakeDone(prefix: string, events: number, dead: number, e
 
 describe('fuzzed intake entries', () => {
   it(`10,000 generated entries: invalid ones dead-lettered with a reason, valid ones watched, no request leaves /v1/runs/{id}`, async () => {
-    console.log(`fuzz-intake seed: ${SEED} (repeat with LRW_FUZZ_SEED=${SEED})`);
-    const gen = generator(SEED);
+    const gen = generator(rng.seed);
     const valid: Valid[] = [];
     const invalid: Invalid[] = [];
     // The 10 MB entry: JSON that would be valid but for its size.

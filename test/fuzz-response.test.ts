@@ -1,11 +1,10 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
-import { Daemon } from '../src/daemon.ts';
+import type { Daemon } from '../src/daemon.ts';
 import { makeLogger } from '../src/log.ts';
-import { answeredHealth, keys, readEvents, testConfig, waitFor, useSuite } from './kit/harness.ts';
+import { keys, readEvents, startApiIn, startDaemon, testConfig, waitFor, useSuite } from './kit/harness.ts';
 
 /**
  * Bad answers from the Letta side: non-JSON, truncated JSON, wrong types, HTML error pages, a
@@ -101,8 +100,7 @@ interface Api {
 async function api(initial: Answer): Promise<Api> {
   let answer = initial;
   const state: Api = { url: '', requests: 0, set: (a) => (answer = a) };
-  const server: Server = createServer((req, res) => {
-    if (answeredHealth(req, res)) return;
+  const server = await startApiIn(cleanup, (req, res) => {
     state.requests++;
     if (req.url !== `/v1/runs/${RUN_ID}`) {
       res.writeHead(404).end();
@@ -110,16 +108,7 @@ async function api(initial: Answer): Promise<Api> {
     }
     answer(req, res);
   });
-  server.on('clientError', (_err, socket) => socket.destroy());
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  cleanup.add(
-    () =>
-      new Promise<void>((r) => {
-        server.close(() => r());
-        server.closeAllConnections();
-      }),
-  );
+  state.url = server.url;
   return state;
 }
 
@@ -134,9 +123,7 @@ async function watch(server: Api): Promise<Watched> {
   const logs: Record<string, unknown>[] = [];
   const log = makeLogger('warn', { destination: { write: (s: string) => void logs.push(JSON.parse(s) as Record<string, unknown>) } });
   const config = testConfig({ LETTA_BASE_URL: server.url, WATCHER_SHUTDOWN_GRACE_MS: '500' });
-  const daemon = new Daemon({ config, log });
-  cleanup.add(() => daemon.stop());
-  await daemon.start();
+  const daemon = await startDaemon(cleanup, config, { log });
   const prefix = config.redis.keyPrefix;
   await redis.lpush(keys(prefix).intake, RUN_ID);
   return { daemon, prefix, logs };
@@ -253,7 +240,7 @@ describe('malformed answers from the Letta API', () => {
     { name: 'a body that is not a Run', answer: () => plain(200, 'not json'), apiClass: 'ERR_API_SCHEMA' },
     { name: 'a body over the size cap', answer: () => huge(false, []), apiClass: 'ERR_API_BODY_TOO_LARGE' },
   ])('$name is counted in letta_watcher_api_errors_total with class $apiClass', async (c) => {
-    // README: letta_watcher_api_errors_total counts failed API attempts by "the HTTP status or
+    // docs/operations.md: letta_watcher_api_errors_total counts failed API attempts by "the HTTP status or
     // error code". These attempts got a 200, and failed anyway: the code says why.
     const server = await api(c.answer());
     const w = await watch(server);

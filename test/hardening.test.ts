@@ -1,31 +1,31 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { eventId } from '../src/events/event.ts';
-import { startSimulator, type Simulator, type SimulatorOptions } from '../tools/simulator/server.ts';
 import {
   captureLogger,
   configFile,
   enqueue,
   expectExactlyOnce,
   keys,
+  outboxDrained,
   readDead,
   readEvents,
   runCli,
   shortLease,
   spawnDaemon,
+  startApiIn,
   startDaemon,
   testConfig,
   testEnv,
   useSuite,
   waitFor,
+  waitForDead,
   waitForEvents,
 } from './kit/harness.ts';
-import { startReceiver, type Receiver, type ReceiverOptions } from './kit/receiver.ts';
 import { startRedisServer } from './kit/redis-server.ts';
 
 /**
@@ -34,20 +34,8 @@ import { startRedisServer } from './kit/redis-server.ts';
  * as a producer would, keys of the wrong type set in Redis, servers that are not Letta.
  */
 
-const { redis, cleanup } = useSuite();
+const { redis, cleanup, simulator, receiver } = useSuite();
 const newRunId = () => `run-${randomUUID()}`;
-
-async function simulator(options: SimulatorOptions = {}): Promise<Simulator> {
-  const sim = await startSimulator({ port: 0, ...options });
-  cleanup.add(() => sim.close());
-  return sim;
-}
-
-async function receiver(options: ReceiverOptions): Promise<Receiver> {
-  const rx = await startReceiver(options);
-  cleanup.add(() => rx.close());
-  return rx;
-}
 
 /** The longest script call Redis recorded (µs), from SLOWLOG with every command logged. */
 async function longestScriptUs(client: Redis): Promise<number> {
@@ -128,10 +116,8 @@ describe('2 and 10. one rule for per-run URLs, at intake, in enqueue and at deli
     const entries = refused.map((url) => JSON.stringify({ run_id: newRunId(), webhook_url: url }));
     await enqueue(redis, prefix, entries);
     await startDaemon(cleanup, config);
-    const dead = await waitFor(async () => {
-      const d = await readDead(redis, prefix);
-      return d.length === refused.length ? d : undefined;
-    });
+    const dead = await waitForDead(redis, prefix, refused.length);
+    expect(dead).toHaveLength(refused.length);
     for (const d of dead) {
       expect(d.kind).toBe('intake');
       expect(d.reason).toMatch(/^webhook_url /);
@@ -189,7 +175,7 @@ describe('2. a stored per-run URL that does not parse (written before the rule) 
     }
     await redis.hset(k.payloads, event.id, JSON.stringify(event), `${event.id}#n`, 3);
     await startDaemon(cleanup, config);
-    await waitFor(async () => (await redis.zcard(k.webhooks)) === 0);
+    await outboxDrained(redis, config.redis.keyPrefix);
     await sleep(500);
     const dead = await readDead(redis, config.redis.keyPrefix);
     expect(dead.map((d) => d.reason)).toEqual(['refused: not a valid URL', 'refused: not a valid URL', 'refused: not a valid URL']);
@@ -291,7 +277,8 @@ describe('5. nesting depth is bounded at intake, and replay checks before it rem
     const good = sim.createRun({ durationMs: 0, outcome: 'completed' }).id;
     await enqueue(redis, prefix, [JSON.stringify({ run_id: newRunId(), metadata: nested(1000) }), JSON.stringify({ run_id: good, metadata: nested(20) })]);
     await startDaemon(cleanup, config);
-    const dead = await waitFor(async () => ((await readDead(redis, prefix)).length === 1 ? readDead(redis, prefix) : undefined));
+    const dead = await waitForDead(redis, prefix, 1);
+    expect(dead).toHaveLength(1);
     expect(dead[0]?.reason).toMatch(/nested deeper than \d+ levels/);
     expect((await waitForEvents(redis, prefix, 1)).map((e) => e.event.data.run_id)).toEqual([good]);
   });
@@ -373,15 +360,9 @@ describe('9. dead letters with bytes that are not UTF-8', () => {
   });
 });
 
-/** A server that answers every request as `answer` says, switchable at run time. */
+/** A server that answers every request (health checks too) as `answer` says, switchable at run time. */
 async function switchableServer(answer: { fn: (req: IncomingMessage, res: ServerResponse) => void }): Promise<string> {
-  const server = createServer((req, res) => answer.fn(req, res));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  cleanup.add(() => new Promise<void>((r) => {
-    server.close(() => r());
-    server.closeAllConnections();
-  }));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return (await startApiIn(cleanup, (req, res) => answer.fn(req, res), { health: false })).url;
 }
 
 describe('11. a base URL that is not a Letta API pauses polling instead of ending runs', () => {

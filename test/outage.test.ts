@@ -1,9 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { Daemon } from '../src/daemon.ts';
-import { makeLogger } from '../src/log.ts';
-import { startSimulator, type CreatedRun, type Simulator } from '../tools/simulator/server.ts';
+import type { Daemon } from '../src/daemon.ts';
+import type { Simulator } from '../tools/simulator/server.ts';
 import {
   expectExactlyOnce,
   configFile,
@@ -12,42 +12,40 @@ import {
   readEvents,
   shortLease,
   spawnDaemon,
+  startDaemon,
   testConfig,
   testEnv,
   waitFor,
+  waitForEvents,
   type SpawnedDaemon,
   useSuite,
 } from './kit/harness.ts';
 import { freePort, startRedisServer, type RedisServer } from './kit/redis-server.ts';
+import { createRuns, Runs } from './kit/runs.ts';
 
 /**
- * Outages around the daemon. Redis goes away for a while (8 s here; the 30 s of the issue with
- * LRW_LONG=1): /readyz says so the whole time, the process does not crash, and once Redis is
- * back every run gets exactly one event. The Letta API answers 401: polling pauses (the test
- * counts the requests during the pause), /readyz names the credentials, and when the key works
- * again polling resumes and every event arrives.
+ * Outages around the daemon. Redis goes away for a while, two ways: for 8 s (the 30 s of the
+ * issue with LRW_LONG=1) under the binary, where commands time out and leases bring the runs
+ * back: /readyz says so the whole time, the process does not crash, and once Redis is back every
+ * run gets exactly one event; and for 2 s under the in-process daemon with the default lease,
+ * where commands wait and are re-sent, so a re-sent claim must give back the same runs. The
+ * Letta API answers 401: polling pauses (the test counts the requests during the pause), /readyz
+ * names the credentials, and when the key works again polling resumes and every event arrives.
+ * These are the suite's Redis outages while runs are watched (ops.test.ts checks the HTTP
+ * endpoints, secrets.test.ts what a restart logs, crash.test.ts a start-up without Redis).
+ * Durations are drawn from the suite's seed (printed; LRW_SEED=<seed> repeats them).
  */
 
 const LONG = process.env['LRW_LONG'] === '1';
 const REDIS_OUTAGE_MS = LONG ? 30_000 : 8000;
-const OUTCOMES = ['completed', 'failed', 'cancelled'] as const;
 
-const { redis, cleanup } = useSuite();
+const { redis, cleanup, rng, simulator } = useSuite();
 
-async function simulator(apiKey?: string): Promise<Simulator> {
-  const sim = await startSimulator({ port: 0, ...(apiKey === undefined ? {} : { apiKey }) });
-  cleanup.add(() => sim.close());
-  return sim;
-}
-
-function createRuns(sim: Simulator, n: number, duration: readonly [number, number], into: Map<string, CreatedRun>): string[] {
-  const ids: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const r = sim.createRun({ durationMs: duration[0] + Math.floor(Math.random() * (duration[1] - duration[0])), outcome: OUTCOMES[i % 3] ?? 'completed' });
-    into.set(r.id, r);
-    ids.push(r.id);
-  }
-  return ids;
+/** `n` runs lasting a drawn time in `durationMs`, outcomes in turn; added to `into`, their IDs returned. */
+function addRuns(sim: Simulator, n: number, durationMs: readonly [number, number], into: Runs): string[] {
+  const batch = createRuns(sim, n, { durationMs, random: rng.random });
+  for (const [id, r] of batch) into.set(id, r);
+  return batch.ids;
 }
 
 interface Probe {
@@ -88,8 +86,8 @@ describe('outages', () => {
     expect((await probe(port, '/readyz')).status).toBe(200);
 
     // Runs that end before, during and after the outage.
-    const runs = new Map<string, CreatedRun>();
-    await enqueue(producer, prefix, createRuns(sim, 150, [0, REDIS_OUTAGE_MS + 4000], runs));
+    const runs = new Runs();
+    await enqueue(producer, prefix, addRuns(sim, 150, [0, REDIS_OUTAGE_MS + 4000], runs));
     await waitFor(async () => (await producer.xlen(k.events)) >= 10, { timeoutMs: 15_000, describe: () => daemon.output().slice(-2000) });
 
     await server.stop();
@@ -111,7 +109,7 @@ describe('outages', () => {
     await server.start();
     await waitFor(async () => (await probe(port, '/readyz')).status === 200, { timeoutMs: 20_000, describe: () => daemon.output().slice(-2000) });
     // New work after the outage is taken too.
-    await enqueue(producer, prefix, createRuns(sim, 50, [0, 1000], runs));
+    await enqueue(producer, prefix, addRuns(sim, 50, [0, 1000], runs));
     await waitFor(
       async () => (await producer.xlen(k.events)) >= runs.size && (await producer.zcard(k.due)) === 0 && (await producer.llen(k.intake)) === 0,
       { timeoutMs: 30_000, describe: async () => `${await producer.xlen(k.events)} of ${runs.size} events, ${await producer.zcard(k.due)} watched` },
@@ -125,9 +123,48 @@ describe('outages', () => {
     expect(await readEvents(producer, prefix)).toHaveLength(runs.size);
   }, REDIS_OUTAGE_MS + 60_000);
 
+  it('Redis stopped for two seconds mid-run, default lease: the in-process daemon survives, no unhandled rejection, every event exactly once', async () => {
+    const server = await startRedisServer();
+    cleanup.add(() => server.destroy());
+    const own = new Redis(server.url, { maxRetriesPerRequest: null, retryStrategy: () => 100 });
+    own.on('error', () => {});
+    cleanup.add(() => own.disconnect());
+    const sim = await simulator();
+    // The default lease (120 s), on purpose: a claim that Redis executed but whose reply was
+    // lost in the stop is re-sent by ioredis and must return the same runs (the last-claim
+    // record in schedule.ts); otherwise those runs would wait out the lease and miss the
+    // 30 s below.
+    const config = testConfig({ LETTA_BASE_URL: sim.url, REDIS_URL: server.url });
+    const prefix = config.redis.keyPrefix;
+    const runs = createRuns(sim, 150, { durationMs: [300, 4000], outcome: 'drawn', random: rng.random });
+    const daemon = await startDaemon(cleanup, config);
+    const unhandled: unknown[] = [];
+    const onUnhandled = (err: unknown) => unhandled.push(err);
+    process.on('unhandledRejection', onUnhandled);
+    cleanup.add(() => process.off('unhandledRejection', onUnhandled));
+    await enqueue(own, prefix, runs.ids);
+
+    const before = await waitForEvents(own, prefix, 10);
+    expect(before.length).toBeLessThan(150);
+    await server.stop();
+    await sleep(2000); // Redis stays away for a while; the daemon keeps polling and retrying.
+    expect(daemon.state).toBe('running');
+    await server.start();
+
+    const k = keys(prefix);
+    await waitForEvents(own, prefix, 150, { timeoutMs: 30_000 });
+    await waitFor(async () => (await own.zcard(k.due)) === 0 && (await own.llen(k.intake)) === 0, { timeoutMs: 20_000 });
+    const events = await readEvents(own, prefix);
+    expect(events).toHaveLength(150);
+    expectExactlyOnce(events, runs.keys());
+    for (const { event } of events) expect(event.type).toBe(`run.${runs.get(event.data.run_id)?.outcome}`);
+    expect(daemon.state).toBe('running');
+    expect(unhandled).toEqual([]);
+  });
+
   it('Letta answers 401: polling pauses (requests counted), /readyz names the credentials, resumes when the key works again', async () => {
-    const goodKey = `sk-test-${Math.random().toString(36).slice(2)}`;
-    const sim = await simulator(goodKey);
+    const goodKey = `sk-test-${randomBytes(12).toString('hex')}`;
+    const sim = await simulator({ apiKey: goodKey });
     const AUTH_PAUSE_MS = 1000;
     const port = await freePort();
     const config = testConfig({
@@ -138,19 +175,17 @@ describe('outages', () => {
       WATCHER_SHUTDOWN_GRACE_MS: '500',
       WATCHER_CONFIG: configFile({ ...shortLease(1000), letta: { ...(shortLease(1000)['letta'] as object), authPauseMs: AUTH_PAUSE_MS } }),
     });
-    const daemon = new Daemon({ config, log: makeLogger('silent') });
-    cleanup.add(() => daemon.stop());
-    await daemon.start();
+    const daemon = await startDaemon(cleanup, config);
     const prefix = config.redis.keyPrefix;
     const k = keys(prefix);
 
-    const runs = new Map<string, CreatedRun>();
-    await enqueue(redis, prefix, createRuns(sim, 100, [300, 6000], runs));
+    const runs = new Runs();
+    await enqueue(redis, prefix, addRuns(sim, 100, [300, 6000], runs));
     await waitFor(async () => (await redis.xlen(k.events)) >= 10, { timeoutMs: 15_000 });
     expect((await probe(port, '/readyz')).status).toBe(200);
 
     // The key stops working.
-    sim.setApiKey(`sk-test-rotated-${Math.random().toString(36).slice(2)}`);
+    sim.setApiKey(`sk-test-rotated-${randomBytes(12).toString('hex')}`);
     const firstRefusal = await waitFor(
       async () => {
         const r = await probe(port, '/readyz');

@@ -1,13 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { layoutFor, partitionIndex } from '../src/redis/keys.ts';
-import { startSimulator } from '../tools/simulator/server.ts';
 import { runCli, startDaemon, testConfig, testEnv, useSuite, waitFor } from './kit/harness.ts';
 
 /**
  * With N partitions the CLI covers every partition: `status --json` lists each events stream
  * (under event_streams), and `dead list|replay|purge` see every partition's dead letters.
  */
-const { redis, cleanup } = useSuite();
+const { redis, cleanup, simulator } = useSuite();
 
 describe('the CLI over partitions', () => {
   it('status lists the event streams (P:events alone with one partition) and sums every partition', async () => {
@@ -16,8 +15,7 @@ describe('the CLI over partitions', () => {
     expect(r1.code, r1.out).toBe(0);
     expect(JSON.parse(r1.stdout)).toMatchObject({ partitions: 1, event_streams: [`${one['WATCHER_KEY_PREFIX']}:events`] });
 
-    const sim = await startSimulator({ port: 0 });
-    cleanup.add(() => sim.close());
+    const sim = await simulator();
     const env = testEnv({ WATCHER_PARTITIONS: '3', LETTA_BASE_URL: sim.url });
     const prefix = env['WATCHER_KEY_PREFIX'] ?? '';
     const layout = layoutFor(prefix, 3);

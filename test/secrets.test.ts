@@ -1,23 +1,13 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import { startSimulator, type Simulator } from '../tools/simulator/server.ts';
-import {
-  Cleanup,
-  deleteTestKeys,
-  keys,
-  killAllDaemons,
-  ROOT,
-  shortLease,
-  spawnDaemon,
-  waitFor,
-  type SpawnedDaemon,
-} from './kit/harness.ts';
-import { startReceiver, type Receiver } from './kit/receiver.ts';
+import { describe, expect, it } from 'vitest';
+import type { Simulator } from '../tools/simulator/server.ts';
+import { keys, runCli, shortLease, spawnDaemon, useSuite, waitFor, type SpawnedDaemon } from './kit/harness.ts';
+import type { Receiver } from './kit/receiver.ts';
 import { freePort } from './kit/redis-server.ts';
 
 /**
@@ -28,26 +18,11 @@ import { freePort } from './kit/redis-server.ts';
  * and refused webhooks, dead letters; then a second daemon with a wrong Redis password, the CLI
  * (status, status --json, dead list, dead list --json) and configuration errors with the secrets
  * set. Every byte of all of that (stdout, stderr, P:events, P:dead, the CLI's output, /metrics,
- * /readyz, the webhook requests) is searched for each secret.
+ * /readyz, the webhook requests) is searched for each secret. Which answers fail is drawn from
+ * the suite's seed (printed; LRW_SEED=<seed> repeats it).
  */
 
-let sharedRedis: Redis;
-const cleanup = new Cleanup();
-
-beforeAll(() => {
-  sharedRedis = new Redis(inject('redisUrl'));
-});
-afterEach(async () => {
-  try {
-    await killAllDaemons();
-    await cleanup.run();
-  } finally {
-    await deleteTestKeys(sharedRedis);
-  }
-});
-afterAll(async () => {
-  await sharedRedis.quit();
-});
+const { cleanup, simulator, receiver } = useSuite();
 
 interface PasswordRedis {
   port: number;
@@ -97,16 +72,6 @@ async function passwordRedis(password: string): Promise<PasswordRedis> {
   return srv;
 }
 
-/** `node src/main.ts ...args` with only `env`; its exit code and everything it printed. */
-function runCli(args: string[], env: Record<string, string>): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [join(ROOT, 'src/main.ts'), ...args], { cwd: ROOT, env: { PATH: process.env['PATH'] ?? '', ...env }, timeout: 20_000 }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1;
-      resolve({ code, out: `${stdout}${stderr}` });
-    });
-  });
-}
-
 /** Each secret found in each text, with where it was (the secret itself blanked out). */
 function scan(secrets: Readonly<Record<string, string>>, texts: Readonly<Record<string, string>>): { hits: string[]; scanned: number } {
   const hits: string[] = [];
@@ -150,13 +115,11 @@ describe('secrets', () => {
     const producer = new Redis(redisUrl, { maxRetriesPerRequest: null });
     producer.on('error', () => {});
     cleanup.add(() => producer.disconnect());
-    const sim: Simulator = await startSimulator({ port: 0, apiKey, faults: { errorRate: 0.3, malformedRate: 0.05 } });
-    cleanup.add(() => sim.close());
-    const rx: Receiver = await startReceiver({
+    const sim: Simulator = await simulator({ apiKey, faults: { errorRate: 0.3, malformedRate: 0.05 } });
+    const rx: Receiver = await receiver({
       secrets: [webhookSecret],
       respond: (r) => (r.path === '/fail' ? { status: 500, body: 'always failing' } : r.seq % 2 === 0 ? { status: 503, body: 'busy' } : { status: 200 }),
     });
-    cleanup.add(() => rx.close());
 
     const dir = mkdtempSync(join(tmpdir(), 'lrw-secrets-'));
     cleanup.add(() => rmSync(dir, { recursive: true, force: true }));

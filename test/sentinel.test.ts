@@ -4,7 +4,7 @@ import { Daemon } from '../src/daemon.ts';
 import { isDaemonError } from '../src/errors.ts';
 import type { WatchEvent } from '../src/events/event.ts';
 import { makeLogger } from '../src/log.ts';
-import { startSimulator, type CreatedRun } from '../tools/simulator/server.ts';
+import type { CreatedRun } from '../tools/simulator/server.ts';
 import { seeded } from '../tools/simulator/prng.ts';
 import {
   Cleanup,
@@ -16,12 +16,13 @@ import {
   removeTempFiles,
   spawnDaemon,
   startDaemon,
+  startReceiverIn,
+  startSimulatorIn,
   testConfig,
   testEnv,
   waitFor,
   type StreamEvent,
 } from './kit/harness.ts';
-import { startReceiver } from './kit/receiver.ts';
 import { startRedisSentinel, type RedisSentinel } from './kit/redis-cluster.ts';
 
 /**
@@ -52,10 +53,8 @@ describe('Redis Sentinel', () => {
   it('500 runs with a SENTINEL FAILOVER half way: the daemon follows the new master without a restart, every run exactly once, every webhook', async () => {
     const group = await sentinelGroup();
     console.log(`sentinel test seed ${SEED}`);
-    const sim = await startSimulator({ port: 0, random: seeded(SEED), durationMs: [200, 2500] });
-    cleanup.add(() => sim.close());
-    const rx = await startReceiver({ secrets: [] });
-    cleanup.add(() => rx.close());
+    const sim = await startSimulatorIn(cleanup, { random: seeded(SEED), durationMs: [200, 2500] });
+    const rx = await startReceiverIn(cleanup, { secrets: [] });
     const prefix = newPrefix();
     const env = testEnv({
       REDIS_URL: undefined,
@@ -107,8 +106,7 @@ describe('Redis Sentinel', () => {
 
   it('readiness fails, naming READONLY, while the node the daemon holds refuses writes', async () => {
     const group = await sentinelGroup();
-    const sim = await startSimulator({ port: 0 });
-    cleanup.add(() => sim.close());
+    const sim = await startSimulatorIn(cleanup);
     // Pointed straight at the replica (as after a failover, before anything reconnects).
     const config = testConfig({ REDIS_URL: `redis://127.0.0.1:${group.ports.replica}`, LETTA_BASE_URL: sim.url });
     const d = new Daemon({ config, log: makeLogger('silent') });
@@ -126,10 +124,8 @@ describe('Redis Sentinel', () => {
 
   it('with redis.waitReplicas = 1 webhooks go out as soon as the replica has the commit; with 2 (one replica) only after the hold', async () => {
     const group = await sentinelGroup();
-    const sim = await startSimulator({ port: 0 });
-    cleanup.add(() => sim.close());
-    const rx = await startReceiver({ secrets: [] });
-    cleanup.add(() => rx.close());
+    const sim = await startSimulatorIn(cleanup);
+    const rx = await startReceiverIn(cleanup, { secrets: [] });
     const r = new Redis(group.ports.master);
     cleanup.add(() => r.disconnect());
     const delays: Record<number, number[]> = {};

@@ -1,23 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import { eventId } from '../src/events/event.ts';
-import { startSimulator } from '../tools/simulator/server.ts';
 import { V01_CLAIM, V01_INTAKE, V01_SETTLE } from './fixtures/v0.1-scripts.ts';
 import { configFile, expectExactlyOnce, keys, readEvents, startDaemon, testConfig, useSuite, waitFor } from './kit/harness.ts';
-import { startReceiver } from './kit/receiver.ts';
 
 /**
  * A daemon upgraded in place takes over what version 0.1 left in Redis: runs waiting in its
  * schedule, runs an 0.1 replica held a lease on when it went away, and webhook deliveries in
  * its outbox. The state is written by 0.1's own scripts (test/fixtures/v0.1-scripts.ts).
  */
-const { redis, cleanup } = useSuite();
+const { redis, cleanup, simulator, receiver } = useSuite();
 
 describe('upgrading from 0.1 in place', () => {
   it('runs waiting, runs leased by a 0.1 replica and 0.1 deliveries all finish exactly once', async () => {
-    const sim = await startSimulator({ port: 0 });
-    cleanup.add(() => sim.close());
-    const rx = await startReceiver({ secrets: [] });
-    cleanup.add(() => rx.close());
+    const sim = await simulator();
+    const rx = await receiver({ secrets: [] });
     const config = testConfig({ LETTA_BASE_URL: sim.url, WATCHER_CONFIG: configFile({ webhooks: { targets: [{ url: `${rx.url}/hook`, name: 'hook' }] } }) });
     const P = config.redis.keyPrefix;
     const runs = Array.from({ length: 30 }, (_, i) => sim.createRun({ durationMs: 0, outcome: i % 3 === 0 ? 'failed' : 'completed' }));

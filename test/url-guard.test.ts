@@ -1,13 +1,12 @@
 import { MockAgent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.ts';
-import { Daemon, type DaemonDeps } from '../src/daemon.ts';
+import type { DaemonDeps } from '../src/daemon.ts';
 import { listDeadLetters } from '../src/dead-letters.ts';
 import type { WatchEvent } from '../src/events/event.ts';
-import { makeLogger } from '../src/log.ts';
-import { startSimulator, type Simulator } from '../tools/simulator/server.ts';
+import type { Simulator } from '../tools/simulator/server.ts';
 import { hostAllowed, isPrivateAddress, makeUrlGuard, type Resolver } from '../src/webhooks/url-guard.ts';
-import { enqueue, keys, readEvents, storeFor, testEnv, waitFor, waitForEvents, useSuite } from './kit/harness.ts';
+import { enqueue, keys, readEvents, startDaemon, storeFor, testEnv, waitFor, waitForEvents, useSuite } from './kit/harness.ts';
 import { newSecret, startReceiver, type Receiver } from './kit/receiver.ts';
 
 /**
@@ -259,28 +258,21 @@ describe("the guard's own dispatcher re-checks addresses when it connects (DNS r
 });
 
 describe('the guard through the daemon', () => {
-  const { redis, cleanup } = useSuite();
+  const { redis, cleanup, simulator, receiver } = useSuite();
 
   async function setup(webhooks: Record<string, unknown>, deps: Partial<Omit<DaemonDeps, 'config' | 'log'>>) {
     const secret = newSecret();
-    const sim: Simulator = await startSimulator({ port: 0 });
-    cleanup.add(() => sim.close());
+    const sim: Simulator = await simulator();
     const file = JSON.stringify({ webhooks: { scheduleMs: [0, 50, 100], ...webhooks } });
     const config: Config = loadConfig({
       env: testEnv({ LETTA_BASE_URL: sim.url, WATCHER_WEBHOOK_SECRET: secret, WATCHER_CONFIG: 'guard.json', WATCHER_SHUTDOWN_GRACE_MS: '500' }),
       readFile: () => file,
     });
-    const daemon = new Daemon({ config, log: makeLogger('silent'), ...deps });
-    cleanup.add(() => daemon.stop());
-    await daemon.start();
+    await startDaemon(cleanup, config, deps);
     return { sim, secret, prefix: config.redis.keyPrefix };
   }
 
-  async function trapReceiver(secrets: string[] = []): Promise<Receiver> {
-    const rx = await startReceiver({ secrets });
-    cleanup.add(() => rx.close());
-    return rx;
-  }
+  const trapReceiver = (secrets: string[] = []): Promise<Receiver> => receiver({ secrets });
 
   it('a per-run webhook_url whose host resolves to 10.0.0.5 is dead-lettered with a reason, never connected; the event is still committed', async () => {
     const trapRx = await trapReceiver();
@@ -338,17 +330,14 @@ describe('the guard through the daemon', () => {
     const rx = await trapReceiver([secret]);
     // Production wiring: no webhookDispatcher. `localhost` is 127.0.0.1 in /etc/hosts and in the injected resolver.
     const resolve = tableResolver({ localhost: ['127.0.0.1'] });
-    const sim: Simulator = await startSimulator({ port: 0 });
-    cleanup.add(() => sim.close());
+    const sim: Simulator = await simulator();
     const file = JSON.stringify({ webhooks: { scheduleMs: [0, 50, 100], targets: [{ url: `http://localhost:${rx.port}/hook`, name: 'ops' }] } });
     const config = loadConfig({
       env: testEnv({ LETTA_BASE_URL: sim.url, WATCHER_WEBHOOK_SECRET: secret, WATCHER_CONFIG: 'guard.json', WATCHER_SHUTDOWN_GRACE_MS: '500' }),
       readFile: () => file,
     });
     expect(config.webhooks.allowPrivateAddresses).toBe(false);
-    const daemon = new Daemon({ config, log: makeLogger('silent'), resolve });
-    cleanup.add(() => daemon.stop());
-    await daemon.start();
+    await startDaemon(cleanup, config, { resolve });
     const prefix = config.redis.keyPrefix;
     const run = sim.createRun({ durationMs: 0, outcome: 'completed' });
     await enqueue(redis, prefix, [run.id]);

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { startSimulator, type Simulator } from '../tools/simulator/server.ts';
+import type { Simulator } from '../tools/simulator/server.ts';
 import {
   configFile,
   enqueue,
   keys,
+  outboxDrained,
   readEvents,
   spawnDaemon,
   tally,
@@ -13,7 +14,7 @@ import {
   type SpawnedDaemon,
   useSuite,
 } from './kit/harness.ts';
-import { newSecret, startReceiver, type Receiver } from './kit/receiver.ts';
+import { newSecret, type Receiver } from './kit/receiver.ts';
 
 /**
  * The real binary (`node src/main.ts run`) killed with SIGKILL while webhook deliveries are in
@@ -24,15 +25,13 @@ import { newSecret, startReceiver, type Receiver } from './kit/receiver.ts';
 const OUTCOMES = ['completed', 'failed', 'cancelled'] as const;
 const RUNS = 100;
 
-const { redis, cleanup } = useSuite();
+const { redis, simulator, receiver } = useSuite();
 
 describe('webhooks across kill -9 of the daemon', () => {
   it('SIGKILL twice during slow deliveries, restart: all 100 events received (distinct webhook-ids), all signed', async () => {
     const secret = newSecret();
-    const sim: Simulator = await startSimulator({ port: 0 });
-    cleanup.add(() => sim.close());
-    const rx: Receiver = await startReceiver({ secrets: [secret], respond: () => ({ status: 200, delayMs: 300 }) });
-    cleanup.add(() => rx.close());
+    const sim: Simulator = await simulator();
+    const rx: Receiver = await receiver({ secrets: [secret], respond: () => ({ status: 200, delayMs: 300 }) });
 
     const env = testEnv({
       LETTA_BASE_URL: sim.url,
@@ -76,10 +75,7 @@ describe('webhooks across kill -9 of the daemon', () => {
 
     await until(() => distinct() === RUNS, 25_000);
     const k = keys(prefix);
-    await waitFor(async () => (await redis.zcard(k.webhooks)) === 0, {
-      timeoutMs: 10_000,
-      describe: async () => `${await redis.zcard(k.webhooks)} deliveries left`,
-    });
+    await outboxDrained(redis, prefix, 10_000);
     await daemon.stop();
 
     const events = await waitForEvents(redis, prefix, RUNS);

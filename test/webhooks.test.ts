@@ -1,30 +1,30 @@
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { Webhook } from 'standardwebhooks';
 import { describe, expect, inject, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.ts';
-import { Daemon, type DaemonDeps } from '../src/daemon.ts';
+import type { Daemon, DaemonDeps } from '../src/daemon.ts';
 import { intakeLimits } from '../src/config.ts';
 import { listDeadLetters, replayDeadLetters } from '../src/dead-letters.ts';
 import type { WatchEvent } from '../src/events/event.ts';
-import { makeLogger } from '../src/log.ts';
-import { startSimulator, type CreatedRun, type SimRunSpec, type Simulator } from '../tools/simulator/server.ts';
+import type { SimRunSpec, Simulator } from '../tools/simulator/server.ts';
 import {
   enqueue,
   keys,
+  outboxDrained as drained,
   readEvents,
-  ROOT,
+  runCli,
+  startDaemon as startIn,
   storeFor,
   testConfig,
   testEnv,
   waitFor,
+  waitForCount,
   waitForEvents,
   type EnvOverrides,
   type StreamEvent,
   useSuite,
 } from './kit/harness.ts';
-import { newSecret, startReceiver, type Receiver, type ReceiverOptions, type ReceivedRequest } from './kit/receiver.ts';
+import { newSecret, type Receiver, type ReceivedRequest } from './kit/receiver.ts';
+import { createRuns as create, OUTCOMES } from './kit/runs.ts';
 
 /**
  * Webhook delivery end to end: the daemon in-process, the simulator as Letta, a real Redis and
@@ -34,26 +34,15 @@ import { newSecret, startReceiver, type Receiver, type ReceiverOptions, type Rec
  */
 
 const FAST_SCHEDULE = [0, 50, 100, 200, 400, 800];
-const OUTCOMES = ['completed', 'failed', 'cancelled'] as const;
 const CONFIG_FILE = 'webhooks-test.json';
+/** What delivery.ts keeps of the last failed response in a dead letter (RESPONSE_SNIPPET_BYTES). */
+const RESPONSE_SNIPPET_BYTES = 512;
 const outcomeOf = (i: number) => OUTCOMES[i % OUTCOMES.length] ?? 'completed';
 
-const { redis, cleanup } = useSuite();
+const { redis, cleanup, simulator, receiver } = useSuite();
 
 // ---------------------------------------------------------------------------------------------
 // Set-up helpers
-
-async function simulator(): Promise<Simulator> {
-  const sim = await startSimulator({ port: 0 });
-  cleanup.add(() => sim.close());
-  return sim;
-}
-
-async function receiver(options: ReceiverOptions): Promise<Receiver> {
-  const rx = await startReceiver(options);
-  cleanup.add(() => rx.close());
-  return rx;
-}
 
 interface Setup {
   sim: Simulator;
@@ -84,24 +73,16 @@ function configFor(s: Setup): Config {
 
 async function startDaemon(s: Setup): Promise<{ daemon: Daemon; config: Config; prefix: string }> {
   const config = configFor(s);
-  const daemon = new Daemon({ config, log: makeLogger('silent'), ...s.deps });
-  cleanup.add(() => daemon.stop());
-  await daemon.start();
+  const daemon = await startIn(cleanup, config, s.deps);
   return { daemon, config, prefix: config.redis.keyPrefix };
 }
 
-function createRuns(sim: Simulator, n: number, spec: (i: number) => SimRunSpec): CreatedRun[] {
-  return Array.from({ length: n }, (_, i) => sim.createRun(spec(i)));
+/** `n` runs, each as `spec(i)` says. */
+function createRuns(sim: Simulator, n: number, spec: (i: number) => SimRunSpec) {
+  return create(sim, n, { spec }).list;
 }
 
-/** Waits until no delivery is left in the outbox (every one delivered or dead-lettered). */
-async function outboxDrained(prefix: string, timeoutMs = 15_000): Promise<void> {
-  const k = keys(prefix);
-  await waitFor(async () => (await redis.zcard(k.webhooks)) === 0, {
-    timeoutMs,
-    describe: async () => `${await redis.zcard(k.webhooks)} deliveries left in ${k.webhooks}`,
-  });
-}
+const outboxDrained = (prefix: string, timeoutMs?: number) => drained(redis, prefix, timeoutMs);
 
 interface DeliveryDead {
   kind: string;
@@ -122,14 +103,10 @@ async function deadLetters(prefix: string): Promise<DeliveryDead[]> {
 }
 
 async function waitForDead(prefix: string, n: number, timeoutMs = 15_000): Promise<DeliveryDead[]> {
-  let last: DeliveryDead[] = [];
-  return await waitFor(
-    async () => {
-      last = await deadLetters(prefix);
-      return last.length >= n ? last : undefined;
-    },
-    { timeoutMs, describe: () => `${last.length} of ${n} dead letters: ${JSON.stringify(last.map((d) => d.reason))}` },
-  );
+  return await waitForCount(() => deadLetters(prefix), n, 'dead letters', {
+    timeoutMs,
+    describe: async () => JSON.stringify((await deadLetters(prefix)).map((d) => d.reason)),
+  });
 }
 
 async function waitForIds(rx: Receiver, path: string, n: number, how: 'received' | 'delivered' = 'delivered', timeoutMs = 15_000): Promise<void> {
@@ -149,16 +126,11 @@ function expectSigned(r: ReceivedRequest): void {
   expect(r.verified).toBe(true);
 }
 
-const execFileP = promisify(execFile);
-
-/** The CLI (`node src/main.ts ...`) against the test's Redis and prefix. */
+/** The CLI (`node src/main.ts ...`) against the test's Redis and prefix: what it printed (it must exit 0). */
 async function cli(prefix: string, ...args: string[]): Promise<string> {
-  const { stdout } = await execFileP(process.execPath, [join(ROOT, 'src/main.ts'), ...args], {
-    cwd: ROOT,
-    env: { PATH: process.env['PATH'] ?? '', REDIS_URL: inject('redisUrl'), WATCHER_KEY_PREFIX: prefix },
-    timeout: 15_000,
-  });
-  return stdout;
+  const r = await runCli(args, { REDIS_URL: inject('redisUrl'), WATCHER_KEY_PREFIX: prefix }, 15_000);
+  expect(r.code, `${args.join(' ')}: ${r.out}`).toBe(0);
+  return r.stdout;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,6 +275,8 @@ describe('webhooks (in-process daemon, simulator, real Redis, verifying receiver
     expect(dead410?.reason).toMatch(/410/);
     expect(dead410?.entry.target).toBe('g:gone');
     expect(dead410?.entry.last_status).toBe(410);
+    // A short answer is kept whole.
+    expect(dead410?.entry.last_response).toBe('gone for good');
     expect(dead410?.entry.event.data.run_id).toBe(first?.id);
     expect(await redis.sismember(k.disabled, 'g:gone')).toBe(1);
 
@@ -404,9 +378,11 @@ describe('webhooks (in-process daemon, simulator, real Redis, verifying receiver
   it('after the last attempt the delivery is in P:dead with the last status and a cut response; dead list shows it, dead replay --all delivers it', async () => {
     const secret = newSecret();
     const sim = await simulator();
-    const errorBody = `upstream exploded: ${'x'.repeat(4000)}`;
+    // Each attempt's answer differs from its first byte, so the letter shows which it kept.
+    const errorBody = (attempt: number) => `attempt ${attempt}: upstream exploded: ${'x'.repeat(4000)}`;
     let healthy = false;
-    const rx = await receiver({ secrets: [secret], respond: () => (healthy ? { status: 204 } : { status: 500, body: errorBody }) });
+    let attempts = 0;
+    const rx = await receiver({ secrets: [secret], respond: () => (healthy ? { status: 204 } : { status: 500, body: errorBody(++attempts) }) });
     const { prefix } = await startDaemon({ sim, secrets: [secret], webhooks: { targets: [{ url: `${rx.url}/hook`, name: 'main' }] } });
     const [run] = createRuns(sim, 1, () => ({ durationMs: 0, outcome: 'failed' }));
     await enqueue(redis, prefix, [run?.id ?? '']);
@@ -420,11 +396,10 @@ describe('webhooks (in-process daemon, simulator, real Redis, verifying receiver
     expect(dead?.reason).toContain(`${FAST_SCHEDULE.length} attempts`);
     expect(dead?.entry.attempts).toBe(FAST_SCHEDULE.length);
     expect(dead?.entry.last_status).toBe(500);
-    const cut = dead?.entry.last_response ?? '';
-    expect(cut.length).toBeGreaterThan(0);
-    expect(cut.length).toBeLessThanOrEqual(1024);
-    expect(cut.length).toBeLessThan(errorBody.length);
-    expect(errorBody.startsWith(cut)).toBe(true);
+    // Exactly the first 512 bytes of the last answer (ASCII: 512 characters).
+    expect(attempts).toBe(FAST_SCHEDULE.length);
+    expect(dead?.entry.last_response).toBe(errorBody(FAST_SCHEDULE.length).slice(0, RESPONSE_SNIPPET_BYTES));
+    expect(Buffer.byteLength(dead?.entry.last_response ?? '')).toBe(RESPONSE_SNIPPET_BYTES);
     expect(dead?.entry.event).toEqual(event?.event);
 
     const listed = JSON.parse(await cli(prefix, 'dead', 'list', '--json')) as { index: number; kind: string; reason: string }[];

@@ -1,11 +1,10 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { execFile } from 'node:child_process';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Redis as RedisClient, type Redis } from 'ioredis';
 import { afterAll, afterEach, expect, inject } from 'vitest';
 import type { Logger } from 'pino';
@@ -16,15 +15,23 @@ import type { WatchEvent } from '../../src/events/event.ts';
 import { layoutFor, type Layout } from '../../src/redis/keys.ts';
 import { defineScripts } from '../../src/redis/scripts.ts';
 import type { StoreContext } from '../../src/redis/context.ts';
+import { startSimulator, type Simulator, type SimulatorOptions } from '../../tools/simulator/server.ts';
+import { startReceiver, type Receiver, type ReceiverOptions } from './receiver.ts';
+import { useSeed, type Rng } from './seed.ts';
+import { killAllDaemons, MAIN, ROOT } from './daemon-process.ts';
+import { waitFor, type WaitOptions } from './wait.ts';
 
 /**
  * Helpers shared by the integration and crash suites: a config with a private key prefix and a
- * fast cadence, readers for the daemon's Redis state, a poll-until helper, the daemon binary
- * as a child process, and cleanup of everything a test started.
+ * fast cadence, readers for the daemon's Redis state, poll-until helpers (events, dead letters,
+ * a settled schedule, a drained outbox), the daemon binary as a child process, the in-process
+ * daemon, simulator, receiver and stand-in Letta API of a test, and cleanup of everything a test
+ * started. `useSuite()` bundles the shared Redis, the cleanup and the suite's seeded randomness
+ * (seed.ts); runs.ts creates runs in the simulator.
  */
 
-export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const MAIN = join(ROOT, 'src/main.ts');
+export { ROOT, spawnDaemon, killAllDaemons, type SpawnedDaemon } from './daemon-process.ts';
+export { waitFor, type WaitOptions } from './wait.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Cleanup
@@ -264,150 +271,81 @@ export async function enqueue(redis: Redis, prefix: string, entries: readonly st
 // ---------------------------------------------------------------------------------------------
 // Waiting on observable state
 
-export interface WaitOptions {
-  timeoutMs?: number;
-  intervalMs?: number;
-  /** Included in the timeout error, to say what the state was. */
-  describe?: () => Promise<string> | string;
+/**
+ * Waits until `read()` gives at least `n` items and returns them. A timeout says how many there
+ * were (`what` names them), then what `options.describe` adds.
+ */
+export async function waitForCount<T>(read: () => Promise<T[]>, n: number, what: string, options: WaitOptions = {}): Promise<T[]> {
+  let last: T[] = [];
+  const { describe, ...rest } = options;
+  return await waitFor(
+    async () => {
+      last = await read();
+      return last.length >= n ? last : undefined;
+    },
+    { ...rest, describe: async () => `${last.length} of ${n} ${what}${describe ? `\n${await describe()}` : ''}` },
+  );
 }
 
-/** Polls `predicate` until it returns something truthy, and returns that; throws on timeout. */
-export async function waitFor<T>(
-  predicate: () => Promise<T> | T,
-  { timeoutMs = 20_000, intervalMs = 25, describe }: WaitOptions = {},
-): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const v = await predicate();
-      if (v) return v as NonNullable<T>;
-      lastError = undefined;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() >= deadline) {
-      let detail = '';
-      if (describe) {
-        try {
-          detail = `: ${await describe()}`;
-        } catch (err) {
-          detail = `: (describe failed: ${String(err)})`;
-        }
-      }
-      const cause = lastError === undefined ? '' : ` (last error: ${String(lastError)})`;
-      throw new Error(`waitFor timed out after ${timeoutMs} ms${detail}${cause}`);
-    }
-    await sleep(intervalMs);
-  }
+/** Waits until P:dead holds at least `n` dead letters and returns them (newest first). */
+export async function waitForDead(redis: Redis, prefix: string, n: number, options: WaitOptions = {}): Promise<DeadLetter[]> {
+  return await waitForCount(() => readDead(redis, prefix), n, 'dead letters', options);
+}
+
+/**
+ * Waits until the stream holds `expected` events and nothing is left to watch (schedule and
+ * intake empty), then reads the stream once more: what a test asserts exactly-once on.
+ */
+export async function settledEvents(redis: Redis, prefix: string, expected: number, options: WaitOptions = {}): Promise<StreamEvent[]> {
+  const k = keys(prefix);
+  const { timeoutMs = 20_000 } = options;
+  await waitForEvents(redis, prefix, expected, { ...options, timeoutMs });
+  await waitFor(async () => (await redis.zcard(k.due)) === 0 && (await redis.llen(k.intake)) === 0, {
+    timeoutMs,
+    describe: async () => `schedule ${await redis.zcard(k.due)}, intake ${await redis.llen(k.intake)}${options.describe ? `\n${await options.describe()}` : ''}`,
+  });
+  return await readEvents(redis, prefix);
+}
+
+/** Waits until no delivery is left in the outbox (every one delivered or dead-lettered). */
+export async function outboxDrained(redis: Redis, prefix: string, timeoutMs = 15_000): Promise<void> {
+  const k = keys(prefix);
+  await waitFor(async () => (await redis.zcard(k.webhooks)) === 0, {
+    timeoutMs,
+    describe: async () => `${await redis.zcard(k.webhooks)} deliveries left in ${k.webhooks}`,
+  });
 }
 
 /** Waits until the stream holds at least `n` events and returns them. */
 export async function waitForEvents(redis: Redis, prefix: string, n: number, options: WaitOptions = {}): Promise<StreamEvent[]> {
-  let last: StreamEvent[] = [];
-  return await waitFor(
-    async () => {
-      last = await readEvents(redis, prefix);
-      return last.length >= n ? last : undefined;
-    },
-    { describe: () => `${last.length} of ${n} events`, ...options },
-  );
+  return await waitForCount(() => readEvents(redis, prefix), n, 'events', options);
 }
 
 // ---------------------------------------------------------------------------------------------
-// The daemon binary as a child process
+// A suite's shared parts
 
-export interface SpawnedDaemon {
-  readonly child: ChildProcess;
-  readonly pid: number;
-  /** Exit code once the process ended (null while running, or when ended by a signal). */
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** SIGKILL, then wait until the process is gone. */
-  kill9(): Promise<void>;
-  /** SIGTERM, then wait for the exit code (SIGKILL after `timeoutMs`, and throw). */
-  stop(timeoutMs?: number): Promise<number | null>;
-  /** Everything written to stdout and stderr so far. */
-  output(): string;
-  /** Resolves once the daemon reports its loops running (needs WATCHER_LOG_LEVEL info). */
-  ready(timeoutMs?: number): Promise<void>;
-}
-
-const running = new Set<SpawnedDaemon>();
-
-/**
- * Starts `node src/main.ts run` with a minimal environment plus `env` (no variables leak in
- * from the test process, so a stray REDIS_URL or WATCHER_* cannot change what runs).
- */
-export function spawnDaemon(env: Record<string, string>): SpawnedDaemon {
-  const child = spawn(process.execPath, [MAIN, 'run'], {
-    cwd: ROOT,
-    env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? tmpdir(), ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const chunks: string[] = [];
-  child.stdout?.setEncoding('utf8').on('data', (s: string) => chunks.push(s));
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => chunks.push(s));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolveExit) => {
-    child.once('exit', (code, signal) => resolveExit({ code, signal }));
-  });
-  const d: SpawnedDaemon = {
-    child,
-    get pid() {
-      return child.pid ?? -1;
-    },
-    exited,
-    async kill9() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      await exited;
-      running.delete(d);
-    },
-    async stop(timeoutMs = 15_000) {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      const timer = sleep(timeoutMs).then(() => 'timeout' as const);
-      const first = await Promise.race([exited, timer]);
-      if (first === 'timeout') {
-        await d.kill9();
-        throw new Error(`daemon ${child.pid} did not exit within ${timeoutMs} ms of SIGTERM\n${d.output()}`);
-      }
-      running.delete(d);
-      return first.code;
-    },
-    output: () => chunks.join(''),
-    async ready(timeoutMs = 20_000) {
-      // The daemon logs this line (at info) once its loops run.
-      await waitFor(() => chunks.join('').includes('"msg":"letta-run-watcher running"'), {
-        timeoutMs,
-        describe: () => `daemon ${child.pid} did not report running:\n${chunks.join('').slice(-2000)}`,
-      });
-    },
-  };
-  running.add(d);
-  return d;
-}
-
-/** SIGKILLs every child still running (afterEach). */
-export async function killAllDaemons(): Promise<void> {
-  await Promise.all([...running].map((d) => d.kill9()));
-}
-
-/** Uniform integer in [min, max]. */
-export function randomInt(min: number, max: number): number {
-  return min + Math.floor(Math.random() * (max - min + 1));
-}
-
-export function pick<T>(items: readonly T[]): T {
-  const v = items[Math.floor(Math.random() * items.length)];
-  if (v === undefined) throw new Error('pick from an empty list');
-  return v;
+export interface Suite {
+  /** A client of the shared Redis. */
+  redis: Redis;
+  /** What the current test started, undone after it. */
+  cleanup: Cleanup;
+  /** The suite's seeded randomness (the seed is printed once; LRW_SEED=<seed> repeats it). */
+  rng: Rng;
+  /** A simulator on a free port, closed after the test; its dice are a stream of `rng`. */
+  simulator(options?: SimulatorOptions): Promise<Simulator>;
+  /** A receiver on a free port, closed after the test. */
+  receiver(options: ReceiverOptions): Promise<Receiver>;
 }
 
 /**
- * The shared Redis client and cleanup of a suite: after each test, stop any daemon it
- * spawned, run its cleanups, delete its keys and temp files; after all, close the client.
+ * The shared Redis client, cleanup and seeded randomness of a suite: after each test, stop any
+ * daemon it spawned, run its cleanups, delete its keys and temp files; after all, close the
+ * client. `seedEnv` names a variable read before LRW_SEED for the seed.
  */
-export function useSuite(): { redis: Redis; cleanup: Cleanup } {
+export function useSuite(options: { seedEnv?: string } = {}): Suite {
   const redis = new RedisClient(inject('redisUrl'));
   const cleanup = new Cleanup();
+  const rng = useSeed(options.seedEnv === undefined ? {} : { env: options.seedEnv });
   afterEach(async () => {
     try {
       await killAllDaemons();
@@ -420,7 +358,27 @@ export function useSuite(): { redis: Redis; cleanup: Cleanup } {
   afterAll(async () => {
     await redis.quit();
   });
-  return { redis, cleanup };
+  return {
+    redis,
+    cleanup,
+    rng,
+    simulator: (o = {}) => startSimulatorIn(cleanup, { random: rng.stream('simulator'), ...o }),
+    receiver: (o) => startReceiverIn(cleanup, o),
+  };
+}
+
+/** A simulator on a free port (unless `options.port` says), closed by `cleanup`. */
+export async function startSimulatorIn(cleanup: Cleanup, options: SimulatorOptions = {}): Promise<Simulator> {
+  const sim = await startSimulator({ port: 0, ...options });
+  cleanup.add(() => sim.close());
+  return sim;
+}
+
+/** A webhook receiver on 127.0.0.1, closed by `cleanup`. */
+export async function startReceiverIn(cleanup: Cleanup, options: ReceiverOptions): Promise<Receiver> {
+  const rx = await startReceiver(options);
+  cleanup.add(() => rx.close());
+  return rx;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -465,6 +423,40 @@ export function answeredHealth(req: IncomingMessage, res: ServerResponse): boole
   res.writeHead(200, { 'content-type': 'application/json' });
   res.end('{"version":"test","status":"ok"}');
   return true;
+}
+
+export interface StandInApi {
+  /** `http://127.0.0.1:<port>` */
+  readonly url: string;
+  readonly port: number;
+}
+
+/**
+ * A stand-in for the Letta API on 127.0.0.1 (closed by `cleanup`): `handle` answers every
+ * request but GET /v1/health/, which is answered as Letta does (`answeredHealth`) unless
+ * `health` is false (a server that is not a Letta API).
+ */
+export async function startApiIn(
+  cleanup: Cleanup,
+  handle: (req: IncomingMessage, res: ServerResponse) => void,
+  options: { health?: boolean } = {},
+): Promise<StandInApi> {
+  const health = options.health ?? true;
+  const server = createServer((req, res) => {
+    if (health && answeredHealth(req, res)) return;
+    handle(req, res);
+  });
+  server.on('clientError', (_err, socket) => socket.destroy());
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  cleanup.add(
+    () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
+  );
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, port };
 }
 
 /** A metric's value from a registry (the sum over label sets matching `labels`, e.g. 'type="run.failed"'). */

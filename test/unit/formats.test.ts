@@ -1,9 +1,9 @@
 import { readdirSync } from 'node:fs';
 import { HTTP, ValidationError, type CloudEvent } from 'cloudevents';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildEvent, type AnyEvent, type EventInput, type OpsEvent, type WatchEvent } from '../src/events/event.ts';
-import type { Run } from '../src/letta/client.ts';
-import { formatNames, loadFormats, type Format, type RenderedRequest, type TargetSpec } from '../src/webhooks/format.ts';
+import { buildEvent, type AnyEvent, type EventInput, type OpsEvent, type WatchEvent } from '../../src/events/event.ts';
+import type { Run } from '../../src/letta/client.ts';
+import { formatNames, loadFormats, type Format, type RenderedRequest, type TargetSpec } from '../../src/webhooks/format.ts';
 
 /**
  * Each format's body, checked against what its receiver documents: CloudEvents through the
@@ -61,7 +61,7 @@ const json = (r: RenderedRequest | undefined) => JSON.parse(r?.body ?? 'null') a
 
 describe('the format modules', () => {
   it('are the files of src/webhooks/formats: a new file is a new format, nothing else to touch', async () => {
-    const files = readdirSync(new URL('../src/webhooks/formats/', import.meta.url)).map((f) => f.replace(/\.ts$/, ''));
+    const files = readdirSync(new URL('../../src/webhooks/formats/', import.meta.url)).map((f) => f.replace(/\.ts$/, ''));
     expect(formatNames()).toEqual(files.sort());
     expect([...formats.keys()].sort()).toEqual(['alertmanager', 'cloudevents', 'event', 'letta', 'pagerduty', 'slack']);
   });
