@@ -13,7 +13,8 @@ import { freePort } from '../test/kit/redis-server.ts';
 
 /**
  * Plumbing for the benchmark: child processes (Redis, the API stub, the daemon, autocannon)
- * that are always cleaned up, Redis INFO parsing, percentiles, and a description of the machine.
+ * that are always cleaned up, Redis INFO parsing, /proc readings, percentiles, and a description of
+ * the machine and of the code measured.
  */
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -307,6 +308,9 @@ export function startDaemon(o: DaemonOptions): DaemonProcess {
     WATCHER_CONFIG: configFile,
     WATCHER_HTTP_PORT: '0',
     WATCHER_LOG_LEVEL: 'warn',
+    // The API stub's run was created long ago: without this every run would be reported
+    // stalled at its first poll, which is not the steady state the sections measure.
+    WATCHER_STALLED_AFTER_MS: '0',
     ...o.env,
   });
   const child = track(spawn(NODE, [...defaultNodeArgs, ...(o.nodeArgs ?? []), o.main ?? MAIN, 'run'], { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
@@ -397,6 +401,17 @@ export function rssOf(pid: number): { rss: number; peak: number } | undefined {
   return seen === 0 ? undefined : { rss, peak };
 }
 
+/** CPU time (ms) a process has used so far, from /proc/<pid>/stat (utime + stime). */
+export function cpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(rest[11]) + Number(rest[12])) * 1000) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Numbers
 
@@ -404,6 +419,10 @@ export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return sorted[i] as number;
+}
+
+export function median(xs: readonly number[]): number {
+  return percentile([...xs].sort((a, b) => a - b), 50);
 }
 
 export function mean(xs: readonly number[]): number {
@@ -443,4 +462,18 @@ export function machine(redisVersion: string): Machine {
     redis: redisVersion,
     date: new Date().toISOString(),
   };
+}
+
+/** Which code was measured: the commit, and any uncommitted changes under src/ (read-only git). */
+export function codeVersion(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'config', 'package.json'], { cwd: ROOT, encoding: 'utf8' })
+      .split('\n')
+      .map((l) => l.slice(3).trim())
+      .filter(Boolean);
+    return dirty.length === 0 ? `commit ${head}` : `commit ${head} + uncommitted changes in ${dirty.join(', ')}`;
+  } catch {
+    return 'unknown (not a git checkout)';
+  }
 }

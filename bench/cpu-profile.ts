@@ -1,11 +1,12 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { ROOT } from './support.ts';
+import type { ProfileSummary } from './types.ts';
 
 /**
  * Reads a V8 .cpuprofile (node --cpu-prof) and says where the time went: self time by area
- * (our src/ files, each npm package, Node internals, GC), the top functions by self time, and
- * the src/ functions by inclusive time.
+ * (the daemon's own files, each npm package, Node internals, GC), the top functions by self
+ * time, and the daemon's own functions by inclusive time.
  */
 
 interface CallFrame {
@@ -24,26 +25,22 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-export interface ProfileEntry {
-  name: string;
-  ms: number;
-  pct: number;
-}
-
-export interface ProfileSummary {
-  totalMs: number;
-  idlePct: number;
-  areas: ProfileEntry[];
-  self: ProfileEntry[];
-  inclusiveSrc: ProfileEntry[];
-}
-
+/** A frame's file: relative to the checkout, or `package/path` inside node_modules. */
 function where(url: string): string {
   if (!url) return '';
   const path = url.startsWith('file://') ? decodeURIComponent(new URL(url).pathname) : url;
   const nm = path.lastIndexOf('/node_modules/');
   if (nm >= 0) return path.slice(nm + '/node_modules/'.length);
   return path.startsWith('/') ? relative(ROOT, path) : path;
+}
+
+/**
+ * Whether a frame is the daemon's own code: a file under the checkout's dist/ (the build the
+ * bench runs, `node dist/main.js`) or src/ (the sources, run type-stripped), not a package.
+ */
+export function isDaemonCode(url: string): boolean {
+  if (!url || url.includes('/node_modules/')) return false;
+  return /^(dist|src)\//.test(where(url));
 }
 
 function area(url: string, fn: string): string {
@@ -96,7 +93,7 @@ export function summarizeProfile(file: string, top = 15): ProfileSummary {
     const seen = new Set<string>();
     for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
       const node = byId.get(cur);
-      if (!node || !node.callFrame.url.includes('/src/') || node.callFrame.url.includes('/node_modules/')) continue;
+      if (!node || !isDaemonCode(node.callFrame.url)) continue;
       const kk = key(node);
       if (seen.has(kk)) continue;
       seen.add(kk);
@@ -114,20 +111,7 @@ export function summarizeProfile(file: string, top = 15): ProfileSummary {
     idlePct: (100 * idle) / total,
     areas: list(areas, 12),
     self: list(self, top),
-    inclusiveSrc: list(inclusive, 12),
+    inclusiveOwn: list(inclusive, 12),
   };
 }
 
-export function profileMarkdown(s: ProfileSummary): string {
-  const table = (title: string, rows: ProfileEntry[]) =>
-    [`| ${title} | ms | % of busy |`, '|---|---:|---:|', ...rows.map((r) => `| \`${r.name}\` | ${r.ms.toFixed(0)} | ${r.pct.toFixed(1)} |`)].join('\n');
-  return [
-    `Profiled ${(s.totalMs / 1000).toFixed(1)} s of the daemon; idle ${s.idlePct.toFixed(1)} % of it. Percentages are of busy (non-idle) time.`,
-    '',
-    table('self time by area', s.areas),
-    '',
-    table('top functions by self time', s.self),
-    '',
-    table('src/ functions by inclusive time', s.inclusiveSrc),
-  ].join('\n');
-}

@@ -1,16 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
-import { parseLettaTime } from '../src/letta/run-state.ts';
-import type { WatchEvent } from '../src/events/event.ts';
-import { layoutFor } from '../src/redis/keys.ts';
-import { startSimulator, type Simulator } from '../tools/simulator/server.ts';
-import { freePort } from '../test/kit/redis-server.ts';
-import { logUniform } from './lag.ts';
-import { fmt, percentile, seeded, startDaemon, type BenchRedis, type DaemonProcess } from './support.ts';
+import { parseLettaTime } from '../../src/letta/run-state.ts';
+import type { WatchEvent } from '../../src/events/event.ts';
+import { layoutFor } from '../../src/redis/keys.ts';
+import { startSimulator, type Simulator } from '../../tools/simulator/server.ts';
+import { freePort } from '../../test/kit/redis-server.ts';
+import { logUniform } from '../lag-model.ts';
+import { fmt, percentile, seeded, startDaemon, type DaemonProcess } from '../support.ts';
+import type { BenchContext, Detection, Outcome, StrategyResult } from '../types.ts';
 
 /**
- * Detection at real time: the same batch of concurrent runs (log-uniform durations) watched
+ * 7. Detection at real time: the same batch of concurrent runs (log-uniform durations) watched
  * five ways at once, each with its own simulator, prefix and daemon, so one run of the bench
  * puts them side by side. For each: lag from the run's end to its event (p50, p99), API
  * requests per run (list calls included) and response bytes per run.
@@ -29,27 +30,10 @@ export const STRATEGIES: readonly Strategy[] = [
   { name: 'default (all together)', env: {}, callbacks: true },
 ];
 
-export interface StrategyResult {
-  name: string;
-  runs: number;
-  detected: number;
-  p50Ms: number;
-  p99Ms: number;
-  requestsPerRun: number;
-  listRequests: number;
-  bytesPerRun: number;
-}
-
-export interface Detection {
-  runs: number;
-  minMs: number;
-  maxMs: number;
-  listLagMs: number;
-  results: StrategyResult[];
-  seconds: number;
-}
-
 const TOKEN = 'bench-callback-token-0123456789';
+/** How far the simulator's list lags retrieve. */
+const LIST_LAG_MS = 500;
+const SEED = 12;
 
 async function events(r: Redis, prefix: string): Promise<WatchEvent[]> {
   const out: WatchEvent[] = [];
@@ -62,7 +46,8 @@ async function events(r: Redis, prefix: string): Promise<WatchEvent[]> {
   }
 }
 
-export async function benchDetection(o: { redis: BenchRedis; runs: number; minMs: number; maxMs: number; listLagMs: number; seed: number }): Promise<Detection> {
+export async function benchDetection({ redis, sizes }: BenchContext): Promise<Detection> {
+  const o = { redis, runs: sizes.detectRuns, minMs: sizes.detectMinMs, maxMs: sizes.detectMaxMs, listLagMs: LIST_LAG_MS, seed: SEED };
   const t0 = performance.now();
   const durations = logUniform(o.runs, o.minMs, o.maxMs, seeded(o.seed));
   const lanes: { s: Strategy; sim: Simulator; prefix: string; daemon: DaemonProcess; ids: string[]; callbackUrl: string }[] = [];
@@ -125,60 +110,21 @@ export async function benchDetection(o: { redis: BenchRedis; runs: number; minMs
   }
 }
 
-const sec = (ms: number) => (ms / 1000).toFixed(2);
-
-export function detectionMarkdown(d: Detection): string[] {
-  return [
-    '## 7. Detection at real time: five strategies side by side',
-    '',
-    `${fmt(d.runs)} concurrent runs with log-uniform durations from ${d.minMs / 1000} s to ${d.maxMs / 1000} s, at real time (not scaled), the same runs watched five ways at once ` +
-      `(one simulator, prefix and daemon each; the simulator's list lags retrieve by ${d.listLagMs} ms; callbacks drop 20 %). Lag runs from the run's \`completed_at\` to its event. ` +
-      `Requests count every call to the API (list calls included); bytes are the API's response bodies. ${d.seconds.toFixed(0)} s in all.`,
-    '',
-    '| strategy | events | lag p50 | lag p99 | API requests / run | of which lists | response bytes / run |',
-    '|---|---|---|---|---|---|---|',
-    ...d.results.map(
-      (r) => `| ${r.name} | ${fmt(r.detected)}/${fmt(r.runs)} | ${sec(r.p50Ms)} s | ${sec(r.p99Ms)} s | ${r.requestsPerRun.toFixed(2)} | ${fmt(r.listRequests)} | ${fmt(r.bytesPerRun)} |`,
-    ),
-    '',
-    '![lag and API requests per strategy](bench/detection.svg)',
-    '',
-  ];
-}
-
-/** Bars: p50 and p99 lag per strategy, and requests per run. */
-export function detectionSvg(d: Detection): string {
-  const w = 720;
-  const rowH = 46;
-  const left = 190;
-  const h = 40 + rowH * d.results.length + 30;
-  const maxLag = Math.max(1, ...d.results.map((r) => r.p99Ms));
-  const maxReq = Math.max(1, ...d.results.map((r) => r.requestsPerRun));
-  const lagW = 300;
-  const reqW = 150;
-  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
-  const rows = d.results
-    .map((r, i) => {
-      const y = 40 + i * rowH;
-      const p50 = (r.p50Ms / maxLag) * lagW;
-      const p99 = (r.p99Ms / maxLag) * lagW;
-      const req = (r.requestsPerRun / maxReq) * reqW;
-      return [
-        `<text x="${left - 8}" y="${y + 18}" text-anchor="end" font-size="12">${esc(r.name)}</text>`,
-        `<rect x="${left}" y="${y + 4}" width="${p99.toFixed(1)}" height="12" fill="#f4a582"/>`,
-        `<rect x="${left}" y="${y + 4}" width="${p50.toFixed(1)}" height="12" fill="#ca0020"/>`,
-        `<text x="${left + p99 + 4}" y="${y + 14}" font-size="10">p50 ${sec(r.p50Ms)} s, p99 ${sec(r.p99Ms)} s</text>`,
-        `<rect x="${left + lagW + 90}" y="${y + 22}" width="${req.toFixed(1)}" height="12" fill="#0571b0"/>`,
-        `<text x="${left + lagW + 94 + req}" y="${y + 32}" font-size="10">${r.requestsPerRun.toFixed(2)} req/run</text>`,
-      ].join('');
-    })
-    .join('\n');
-  return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif">`,
-    `<rect width="${w}" height="${h}" fill="white"/>`,
-    `<text x="10" y="20" font-size="13">Detection lag (red: p50, light: p99) and API requests per run (blue), ${fmt(d.runs)} runs of ${d.minMs / 1000}-${d.maxMs / 1000} s</text>`,
-    rows,
-    '</svg>',
-    '',
-  ].join('\n');
+export function detectionOutcome(d: Detection): Outcome {
+  const targets: Outcome['targets'] = [];
+  const def = d.results.find((r) => r.name.startsWith('default'));
+  if (def) {
+    const met = def.p99Ms <= 3000 && def.requestsPerRun <= 3;
+    targets.push({ figure: 'Detection, default settings: p99 lag and API requests per run', target: '≤ 3 s, ≤ 3', value: `${(def.p99Ms / 1000).toFixed(2)} s, ${def.requestsPerRun.toFixed(2)}`, met });
+    targets.push({ figure: 'Detection with callbacks (20 % dropped): p50 lag', target: '≤ 0.5 s', value: `${(def.p50Ms / 1000).toFixed(2)} s`, met: def.p50Ms <= 500 });
+  }
+  return {
+    targets,
+    figures: [
+      {
+        name: 'detection-strategies',
+        text: d.results.map((r) => `${r.name}: p50 ${(r.p50Ms / 1000).toFixed(2)} s, p99 ${(r.p99Ms / 1000).toFixed(2)} s, ${r.requestsPerRun.toFixed(2)} req/run, ${fmt(r.bytesPerRun)} B/run`).join('; '),
+      },
+    ],
+  };
 }

@@ -1,26 +1,22 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Cluster, Redis } from 'ioredis';
-import { layoutFor } from '../src/redis/keys.ts';
-import { startRedisCluster } from '../test/kit/redis-cluster.ts';
-import { commandStats, daemonReadyOn, fmt, startApiServer, startDaemon, statDelta, type BenchRedis } from './support.ts';
+import { layoutFor } from '../../src/redis/keys.ts';
+import { startRedisCluster } from '../../test/kit/redis-cluster.ts';
+import { verdict } from '../output.ts';
+import { commandStats, daemonReadyOn, fmt, startApiServer, startDaemon, statDelta } from '../support.ts';
+import type { BenchContext, ClusterBench, Outcome } from '../types.ts';
 
 /**
- * Redis Cluster: does the load spread? A 3-master cluster (no replicas: they would only add
+ * 9. Redis Cluster: does the load spread? A 3-master cluster (no replicas: they would only add
  * replication traffic to the same two cores), the daemon with WATCHER_PARTITIONS = N, runs
  * that never finish (so it polls flat out), and for one window: every master's share of the
  * Redis commands (top-level and inside scripts, from INFO commandstats) and of Redis CPU, and
  * the poll rate, next to the same daemon on the standalone Redis in the same run.
  */
-export interface ClusterBench {
-  partitions: number;
-  runs: number;
-  windowS: number;
-  masters: { port: number; commands: number; cpuMs: number }[];
-  /** Share of all commands on the busiest master (target <= 45 %). */
-  busiestShare: number;
-  pollsPerSecond: { cluster: number; standalone: number };
-}
+
+/** WATCHER_PARTITIONS for the daemon on the cluster. */
+const PARTITIONS = 6;
 
 async function cpuMs(r: Redis): Promise<number> {
   const info = await r.info('cpu');
@@ -47,7 +43,8 @@ async function pollRate(api: Awaited<ReturnType<typeof startApiServer>>, warmupS
   return (b.requests - a.requests) / ((b.t - a.t) / 1000);
 }
 
-export async function benchCluster(o: { standalone: BenchRedis; partitions: number; runs: number; warmupS: number; windowS: number }): Promise<ClusterBench> {
+export async function benchCluster({ redis, sizes }: BenchContext): Promise<ClusterBench> {
+  const o = { standalone: redis, partitions: PARTITIONS, runs: sizes.clusterRuns, warmupS: sizes.clusterWarmupS, windowS: sizes.clusterWindowS };
   const api = await startApiServer(0);
   const env = { WATCHER_CONCURRENCY: '32', WATCHER_POLL_INITIAL_MS: '50', WATCHER_POLL_MAX_MS: '200' };
   const ids = () => Array.from({ length: o.runs }, () => `run-${randomUUID()}`);
@@ -106,23 +103,17 @@ export async function benchCluster(o: { standalone: BenchRedis; partitions: numb
   }
 }
 
-export function clusterMarkdown(c: ClusterBench): string[] {
-  const all = c.masters.reduce((s, m) => s + m.commands, 0);
-  const cpu = c.masters.reduce((s, m) => s + m.cpuMs, 0);
-  return [
-    '## 9. Redis Cluster: the load spread over masters',
-    '',
-    `A 3-master Redis Cluster on loopback (no replicas), the daemon with \`WATCHER_PARTITIONS=${c.partitions}\`, ${fmt(c.runs)} runs that never finish (so it polls flat out), ` +
-      `concurrency 32; one ${c.windowS} s window. Commands are every call INFO commandstats counts (top level and inside scripts).`,
-    '',
-    '| master | commands | share | Redis CPU | share |',
-    '|---|---|---|---|---|',
-    ...c.masters.map((m) => `| :${m.port} | ${fmt(m.commands)} | ${((100 * m.commands) / Math.max(1, all)).toFixed(1)} % | ${fmt(m.cpuMs)} ms | ${((100 * m.cpuMs) / Math.max(1, cpu)).toFixed(1)} % |`),
-    '',
-    `Busiest master: **${(100 * c.busiestShare).toFixed(1)} %** of the commands (target ≤ 45 %). ` +
-      `Poll rate: ${fmt(c.pollsPerSecond.cluster)} polls/s on the cluster, ${fmt(c.pollsPerSecond.standalone)} on the standalone Redis in the same run ` +
-      `(×${(c.pollsPerSecond.cluster / Math.max(1, c.pollsPerSecond.standalone)).toFixed(2)}): on one 2-core machine the three masters, the daemon and the API stub share the cores, ` +
-      'so the cluster figure shows the cost of more round trips (one per partition), not what separate hosts would give.',
-    '',
-  ];
+export function clusterOutcome(c: ClusterBench): Outcome {
+  const met = c.busiestShare <= 0.45;
+  return {
+    targets: [
+      { figure: `Redis Cluster, 3 masters, ${c.partitions} partitions: commands on the busiest master`, target: '≤ 45 %', value: `${(100 * c.busiestShare).toFixed(1)} %`, met },
+    ],
+    figures: [
+      {
+        name: 'cluster',
+        text: `busiest master ${(100 * c.busiestShare).toFixed(1)} % of commands (${c.masters.map((m) => fmt(m.commands)).join(' / ')}); ${fmt(c.pollsPerSecond.cluster)} polls/s on the cluster vs ${fmt(c.pollsPerSecond.standalone)} standalone (${verdict(met)})`,
+      },
+    ],
+  };
 }

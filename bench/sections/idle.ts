@@ -1,32 +1,28 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { layoutFor } from '../src/redis/keys.ts';
-import { startSimulator } from '../tools/simulator/server.ts';
-import { commandStats, daemonReady, startDaemon, statDelta, type BenchRedis } from './support.ts';
+import { layoutFor } from '../../src/redis/keys.ts';
+import { startSimulator } from '../../tools/simulator/server.ts';
+import { commandStats, daemonReady, startDaemon, statDelta } from '../support.ts';
+import type { BenchContext, Idle, Outcome } from '../types.ts';
 
 /**
- * An idle replica: nothing watched, nothing to deliver. How many Redis commands a second it
+ * 8. An idle replica: nothing watched, nothing to deliver. How many Redis commands a second it
  * sends (its loops sleep until the next due time, and the intake waits with a blocking
  * command), and how fast an entry pushed then is taken (the blocking wait wakes at once).
  */
-export interface Idle {
-  seconds: number;
-  commandsPerSecond: number;
-  byCommand: [string, number][];
-  intakeLatencyMs: number;
-}
 
-export async function benchIdle(o: { redis: BenchRedis; seconds: number }): Promise<Idle> {
-  const r = o.redis.client;
+export async function benchIdle({ redis, sizes }: BenchContext): Promise<Idle> {
+  const seconds = sizes.idleS;
+  const r = redis.client;
   const sim = await startSimulator({ port: 0 });
   const prefix = `lw-idle-${randomUUID().slice(0, 8)}`;
   const layout = layoutFor(prefix);
-  const d = startDaemon({ redisUrl: o.redis.url, apiUrl: sim.url, env: { WATCHER_KEY_PREFIX: prefix } });
+  const d = startDaemon({ redisUrl: redis.url, apiUrl: sim.url, env: { WATCHER_KEY_PREFIX: prefix } });
   try {
     await daemonReady(r, d);
     await sleep(3000);
     const before = await commandStats(r);
-    await sleep(o.seconds * 1000);
+    await sleep(seconds * 1000);
     const after = await commandStats(r);
     const delta = statDelta(before, after);
     // Our own INFO call is in the second reading.
@@ -46,20 +42,24 @@ export async function benchIdle(o: { redis: BenchRedis; seconds: number }): Prom
     await r.lpush(layout.intake, id);
     while ((await r.hexists(layout.partitions[0]!.runs, id)) === 0 && performance.now() - t0 < 10_000) await sleep(1);
     const intakeLatencyMs = performance.now() - t0;
-    return { seconds: o.seconds, commandsPerSecond: total / o.seconds, byCommand, intakeLatencyMs };
+    return { seconds, commandsPerSecond: total / seconds, byCommand, intakeLatencyMs };
   } finally {
     await d.stop();
     await sim.close();
   }
 }
 
-export function idleMarkdown(i: Idle): string[] {
-  return [
-    '## 8. An idle replica',
-    '',
-    `One daemon with nothing to watch or deliver, default settings, for ${i.seconds} s (after 3 s to settle): ` +
-      `**${i.commandsPerSecond.toFixed(2)} Redis commands per second** (target ≤ 2; every command Redis counted, inside scripts too): ` +
-      `${i.byCommand.map(([c, n]) => `${c} ${n}`).join(', ')}. An entry pushed after that was in the watch state **${i.intakeLatencyMs.toFixed(0)} ms** later (target < 100 ms): the intake waits on the list with a blocking command.`,
-    '',
-  ];
+export function idleOutcome(i: Idle): Outcome {
+  return {
+    targets: [
+      { figure: 'Idle replica: Redis commands per second', target: '≤ 2', value: i.commandsPerSecond.toFixed(2), met: i.commandsPerSecond <= 2 },
+      { figure: 'Idle replica: intake latency', target: '< 100 ms', value: `${i.intakeLatencyMs.toFixed(0)} ms`, met: i.intakeLatencyMs < 100 },
+    ],
+    figures: [
+      {
+        name: 'idle',
+        text: `${i.commandsPerSecond.toFixed(2)} Redis commands/s while idle (${i.byCommand.map(([c, n]) => `${c} ${n}`).join(', ')}); an entry pushed then taken in ${i.intakeLatencyMs.toFixed(0)} ms`,
+      },
+    ],
+  };
 }
