@@ -13,7 +13,7 @@ import { makeLettaClient, type LettaClient } from './letta/client.ts';
 import { apiErrorClass, makeMetrics, showApiGate, type Metrics } from './ops/metrics.ts';
 import { makePoller, type Poller } from './polling/poller.ts';
 import { makeReconciler, type Reconciler } from './polling/reconcile.ts';
-import { closeRedis, connectRedis, redisWarnings } from './redis/connection.ts';
+import { closeRedis, connectRedis, dropRedis, redisWarnings } from './redis/connection.ts';
 import { classifyRedisError, makeRedisHealth, type RedisHealth } from './redis/health.ts';
 import { layoutFor } from './redis/keys.ts';
 import { defineScripts, type RedisClient } from './redis/scripts.ts';
@@ -441,7 +441,7 @@ export class Daemon {
     await release('webhook guard', () => this.#guard?.close());
     await release('HTTP server', () => this.#http?.close());
     await release('Redis connection', async () => {
-      this.#blocking?.disconnect();
+      if (this.#blocking) dropRedis(this.#blocking);
       if (this.#redis) await closeRedis(this.#redis);
     });
     return firstError;

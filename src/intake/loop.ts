@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.ts';
 import type { Metrics } from '../ops/metrics.ts';
+import { dropRedis } from '../redis/connection.ts';
 import type { RedisHealth } from '../redis/health.ts';
 import type { RedisClient } from '../redis/scripts.ts';
 import type { IntakeResult, IntakeStore } from './store.ts';
@@ -93,7 +94,7 @@ export function makeIntakeLoop(deps: {
       stopped = true;
       stopping.abort();
       // Ends a blocking wait in progress.
-      deps.blocking.disconnect();
+      dropRedis(deps.blocking);
       await done;
       try {
         await deps.store.leave();

@@ -178,9 +178,17 @@ export async function redisWarnings(client: RedisClient): Promise<string[]> {
   return warnings;
 }
 
-/** Closes politely, or drops the connection when QUIT cannot be sent. */
 /** QUIT when connected (replies in flight arrive first); a client that is not connected just drops. */
 export async function closeRedis(client: RedisClient): Promise<void> {
-  if (client.status !== 'ready') return client.disconnect();
-  await client.quit().catch(() => client.disconnect());
+  if (client.status !== 'ready') return dropRedis(client);
+  await client.quit().catch(() => dropRedis(client));
+}
+
+/**
+ * Drops the connection at once (a blocking wait in progress ends), once. Each disconnect()
+ * arms a 2 s timer that only the socket's close event clears, so a second call on a closed
+ * client held the process for 2 s after the daemon stopped.
+ */
+export function dropRedis(client: RedisClient): void {
+  if (client.status !== 'end') client.disconnect();
 }
