@@ -190,7 +190,7 @@ function lagSection({ lag, sizes }: ReportInput): string[] {
     '',
     '![Detection lag against run duration](bench/lag.svg)',
     '',
-    `Live check: the daemon against the simulator (tools/simulator) at 1/${sizes.liveScale} of real time (durations ${(2000 / sizes.liveScale).toFixed(0)} ms–${(600_000 / sizes.liveScale / 1000).toFixed(1)} s, cadence and intake check interval scaled alike), ` +
+    `Live check: the daemon against the simulator (tools/simulator) at 1/${sizes.liveScale} of real time (durations ${(2000 / sizes.liveScale).toFixed(0)} ms–${(600_000 / sizes.liveScale / 1000).toFixed(1)} s, cadence and intake check interval scaled alike, reconciliation off: this checks the cadence model), ` +
       `${sizes.liveRuns} runs started over ${sizes.liveSpreadMs} ms; lag = the event's \`detected_at\` − the Run's \`completed_at\`, calls = requests the simulator saw for the run. ` +
       'Predicted = the Monte Carlo on the same durations and cadence. Figures are in scaled milliseconds.',
     '',

@@ -35,6 +35,9 @@ async function liveLag(
       WATCHER_POLL_MAX_MS: String(cadence.maxMs),
       WATCHER_POLL_FACTOR: String(cadence.factor),
       WATCHER_POLL_JITTER: String(cadence.jitter),
+      // This checks the cadence model: polls alone, no reconciliation with the list (section 7
+      // measures that).
+      WATCHER_RECONCILE_MS: '0',
     },
     // The intake check interval, scaled like the cadence, so the first poll comes as soon.
     config: { intake: { idleMs: Math.max(1, Math.round(100 / scale)) } },
@@ -43,7 +46,8 @@ async function liveLag(
     await daemonReady(r, d);
     const n = sizes.liveRuns;
     const durations = logUniform(n, 2000 / scale, 600_000 / scale, seeded(7));
-    const starts = durations.map(() => Math.random() * sizes.liveSpreadMs);
+    const spread = seeded(8);
+    const starts = durations.map(() => spread() * sizes.liveSpreadMs);
     const t0 = performance.now();
     await Promise.all(
       durations.map(async (duration, i) => {
