@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { loadConfig } from '../../src/config.ts';
+import { ENV_VARS, loadConfig } from '../../src/config.ts';
 import type { Env } from '../../src/config.ts';
 import { isDaemonError } from '../../src/errors.ts';
 
@@ -313,4 +313,16 @@ describe('Redis deployments', () => {
       }
     }
   });
+});
+
+describe('the documented variables', () => {
+  // Every variable the loader reads, plus the two read outside it: a user looking in README or
+  // docs/configuration.md finds each one (this fails when one is added without its docs).
+  const names = [...ENV_VARS.map(([name]) => name), 'WATCHER_CONFIG', 'LETTA_WATCHER_NODE_FLAGS'];
+  for (const doc of ['README.md', 'docs/configuration.md']) {
+    it(`${doc} names every environment variable the daemon reads`, () => {
+      const text = readFileSync(new URL(`../../${doc}`, import.meta.url), 'utf8');
+      expect(names.filter((name) => !text.includes(`\`${name}\``))).toEqual([]);
+    });
+  }
 });
