@@ -24,6 +24,8 @@ export interface ApiGate {
   resume(): void;
   /** True once per `probeEveryMs` while paused: the caller may make its one probe now. */
   takeProbe(): boolean;
+  /** A probe taken but not used (nothing was due to carry it): the next claim may take it. */
+  returnProbe(): void;
   /** Until the next probe may go (0 when open). */
   readonly msToProbe: number;
   /** Why the daemon is not ready, in words, or undefined. */
@@ -63,6 +65,9 @@ export function makeApiGate(options: { clock: Clock; probeEveryMs: number; log: 
       if (current.state !== 'paused' || options.clock.now() < current.nextProbeAt) return false;
       current = { ...current, nextProbeAt: options.clock.now() + options.probeEveryMs };
       return true;
+    },
+    returnProbe() {
+      if (current.state === 'paused') current = { ...current, nextProbeAt: options.clock.now() };
     },
     get msToProbe() {
       return current.state === 'paused' ? Math.max(0, current.nextProbeAt - options.clock.now()) : 0;

@@ -99,9 +99,7 @@ export function makePoller(deps: PollerDeps): Poller {
     async claimOne(p, limit) {
       const r = await deps.runs.claim(p, limit, options.leaseMs);
       const local = deps.clock.now();
-      const probe = probing;
-      probing = false;
-      return { items: r.claims.map((claim) => ({ claim, claimedAtLocal: local, claimedAtRedis: r.now, probe })), now: r.now, nextDue: r.nextDue };
+      return { items: r.claims.map((claim) => ({ claim, claimedAtLocal: local, claimedAtRedis: r.now, probe: false })), now: r.now, nextDue: r.nextDue };
     },
     onPartitionError: (p, err) => deps.health.report(`poll claims of partition ${p}`, err),
     onPartitionOk: (p) => deps.health.recovered(`poll claims of partition ${p}`),
@@ -114,7 +112,19 @@ export function makePoller(deps: PollerDeps): Poller {
     claimBatch: options.claimBatch,
     clock: deps.clock,
     log,
-    claim: (limit) => claims.claim(limit),
+    async claim(limit) {
+      // The probe belongs to the loop's claim (of one run), not to the first partition it tries,
+      // which may be empty; a claim that found nothing due gives the probe back.
+      const probe = probing;
+      probing = false;
+      const claimed = await claims.claim(limit).catch((err: unknown) => {
+        if (probe) gate.returnProbe();
+        throw err;
+      });
+      if (probe && claimed.items.length === 0) gate.returnProbe();
+      if (probe) for (const h of claimed.items) h.probe = true;
+      return claimed;
+    },
     process: (h, signal) => pollOne(h, signal),
     handBack: (h) => reschedule(h, 0, false),
     claimLimit(free, held) {
