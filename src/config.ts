@@ -2,11 +2,12 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DaemonError } from './errors.ts';
 import { OPS_EVENT_TYPES, RUN_EVENT_TYPES } from './events/event.ts';
-import { STOP_REASONS } from './letta/client.ts';
+import { STOP_REASONS } from './letta/run-state.ts';
 import { hashTagOf } from './redis/keys.ts';
 import { redactUrl } from './redact.ts';
 import type { IntakeLimits } from './intake/store.ts';
 import { formatExists, formatNames } from './webhooks/format.ts';
+import { targetName, typeMatches } from './webhooks/targets.ts';
 
 /**
  * Configuration: `config/default.json`, then the JSON file named by WATCHER_CONFIG, then the
@@ -33,7 +34,12 @@ const webhookTarget = z
       .string()
       .refine(formatExists, { error: (i) => `must be one of ${formatNames().join(', ')} (got ${JSON.stringify(i.input)})` })
       .default('event'),
-    headers: z.record(z.string(), z.string()).default({}),
+    // Header names are case-insensitive: lowercased, so the daemon's own (content-type,
+    // user-agent, webhook-*) always replace a target's, whatever case the file used.
+    headers: z
+      .record(z.string(), z.string())
+      .transform((headers) => Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value])))
+      .default({}),
     /** Which events go here (default: the format's, else run.*); operator events only when listed. */
     types: z.array(eventTypePattern).min(1).optional(),
     /** Only run events whose stop reason is one of these (e.g. requires_approval). */
@@ -268,6 +274,7 @@ export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: L
       // Leases are renewed every third of their length while an attempt runs.
       problems.push(`webhooks.leaseMs: must exceed a third of webhooks.attemptTimeoutMs (${webhooks.attemptTimeoutMs} ms)`);
     }
+    problems.push(...repeatedTargetNames(webhooks));
     if (events.streamHardMaxLen < events.streamMaxLen) problems.push(`events.streamHardMaxLen: must be at least events.streamMaxLen (${events.streamMaxLen})`);
     const deployments = [
       origin.has('redis.url') ? 'REDIS_URL' : undefined,
@@ -290,12 +297,27 @@ export function loadConfig({ env, readFile = (p) => readFileSync(p, 'utf8') }: L
   return deepFreeze(result.data);
 }
 
+/**
+ * Each target's deliveries are stored under its name, so two targets with one name would be
+ * one: refuse that. An unnamed target is named by a hash of its URL (WATCHER_WEBHOOK_URLS too).
+ */
+function repeatedTargetNames(webhooks: Config['webhooks']): string[] {
+  const problems: string[] = [];
+  const seen = new Map<string, string>();
+  const all = [...webhooks.urls.map((url, i) => ({ url, name: undefined, where: `WATCHER_WEBHOOK_URLS[${i}]` })), ...webhooks.targets.map((t, i) => ({ ...t, where: `webhooks.targets.${i}` }))];
+  for (const t of all) {
+    const name = targetName(t);
+    const first = seen.get(name);
+    if (first === undefined) seen.set(name, t.where);
+    else if (t.name !== undefined) problems.push(`${t.where}.name: ${JSON.stringify(name)} is already the name of ${first}; target names must be unique`);
+    else problems.push(`${t.where}: the same URL as ${first}; give one of them a name (an unnamed target is named after its URL)`);
+  }
+  return problems;
+}
+
 /** Whether a target's `types` entry names an event type or a family of them. */
 function matchesAnyType(pattern: string): boolean {
-  if (pattern === '*') return true;
-  const all: readonly string[] = [...RUN_EVENT_TYPES, ...OPS_EVENT_TYPES];
-  if (pattern.endsWith('.*')) return all.some((t) => t.startsWith(pattern.slice(0, -1)));
-  return all.includes(pattern);
+  return [...RUN_EVENT_TYPES, ...OPS_EVENT_TYPES].some((type) => typeMatches([pattern], type));
 }
 
 /** A Redis Cluster seed: host:port, or a redis:// / rediss:// URL. */

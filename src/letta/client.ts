@@ -35,12 +35,6 @@ export const runSchema = z.looseObject({
 });
 export type Run = z.output<typeof runSchema>;
 
-/** Letta's StopReasonType values (the API accepts more over time; routing by them checks these). */
-export const STOP_REASONS = [
-  'end_turn', 'error', 'llm_api_error', 'invalid_llm_response', 'invalid_tool_call', 'max_steps', 'max_tokens_exceeded',
-  'no_tool_call', 'tool_rule', 'cancelled', 'insufficient_credits', 'requires_approval', 'context_window_overflow_in_system_prompt',
-] as const;
-
 export type RunLookup =
   | { kind: 'found'; run: Run }
   | { kind: 'not_found' }

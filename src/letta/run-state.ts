@@ -6,6 +6,12 @@ export type TerminalStatus = (typeof TERMINAL_STATUSES)[number];
 /** Statuses Letta has used for runs still in progress, including older job statuses. */
 const PENDING_STATUSES = new Set(['created', 'running', 'pending']);
 
+/** Letta's StopReasonType values (the API accepts more over time; routing by them checks these). */
+export const STOP_REASONS = [
+  'end_turn', 'error', 'llm_api_error', 'invalid_llm_response', 'invalid_tool_call', 'max_steps', 'max_tokens_exceeded',
+  'no_tool_call', 'tool_rule', 'cancelled', 'insufficient_credits', 'requires_approval', 'context_window_overflow_in_system_prompt',
+] as const;
+
 export type RunState =
   | { terminal: true; type: `run.${TerminalStatus}` }
   | { terminal: false; known: boolean };

@@ -29,9 +29,9 @@ export function configuredTargets(config: Config, formats: ReadonlyMap<string, F
   const byKey = new Map<string, Target>();
   const fromUrls = config.webhooks.urls.map((url): WebhookTargetConfig => ({ ...PLAIN, url, types: ['run.*'] }));
   for (const t of [...fromUrls, ...config.webhooks.targets]) {
-    const name = t.name ?? createHash('sha256').update(t.url).digest('hex').slice(0, 12);
+    const name = targetName(t);
+    // Names are unique (config.ts refuses a repeated one), so each target gets its own key.
     const key = encodeTarget({ kind: 'configured', name });
-    if (byKey.has(key)) continue;
     byKey.set(key, {
       ...t,
       key,
@@ -43,6 +43,11 @@ export function configuredTargets(config: Config, formats: ReadonlyMap<string, F
     });
   }
   return [...byKey.values()];
+}
+
+/** A configured target's name: its own, or for an unnamed one a hash of its URL. */
+export function targetName(target: { url: string; name?: string | undefined }): string {
+  return target.name ?? createHash('sha256').update(target.url).digest('hex').slice(0, 12);
 }
 
 /** A stored target key as a target: a configured one (if still configured) or a per-run URL. */

@@ -182,6 +182,30 @@ describe('webhook targets: formats, routing, routing keys', () => {
     expect(JSON.stringify(c.webhooks)).not.toContain('R0UT1NGK3Y');
   });
 
+  it('refuses two targets with one name, and an unnamed target on a URL already in WATCHER_WEBHOOK_URLS (one would silently replace the other)', () => {
+    const msg = configError(
+      { WATCHER_CONFIG: '/w.json', WATCHER_WEBHOOK_URLS: 'https://same.test/h' },
+      file([
+        { url: 'https://a.test', name: 'ops' },
+        { url: 'https://b.test', name: 'ops', format: 'slack' },
+        { url: 'https://same.test/h', format: 'slack' },
+        { url: 'https://same.test/h', name: 'slack-too', format: 'slack' },
+      ]),
+    );
+    expect(msg).toMatch(/webhooks\.targets\.1\.name: "ops" is already the name of webhooks\.targets\.0; target names must be unique/);
+    expect(msg).toMatch(/webhooks\.targets\.2: the same URL as WATCHER_WEBHOOK_URLS\[0\]; give one of them a name/);
+    // A named target may share a URL with another: it has its own name.
+    expect(msg).not.toMatch(/webhooks\.targets\.3/);
+  });
+
+  it("lowercases a target's header names, so the daemon's own content-type, user-agent and webhook-* replace them whatever their case", () => {
+    const c = loadConfig({
+      env: { WATCHER_CONFIG: '/w.json' },
+      readFile: file([{ url: 'https://a.test', name: 'a', headers: { 'Webhook-Signature': 'forged', 'X-Team': 'ml' } }]),
+    });
+    expect(c.webhooks.targets[0]?.headers).toEqual({ 'webhook-signature': 'forged', 'x-team': 'ml' });
+  });
+
   it('names each bad target setting: an unknown format, event type or stop reason, a label name, a missing routing key', () => {
     const msg = configError(
       { WATCHER_CONFIG: '/w.json' },
