@@ -48,6 +48,21 @@ const reschedule = (c: RunClaim, delayMs = 0, polled = true): RunSettle => ({ ki
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('claims', () => {
+  it('a watch record no version wrote is dead-lettered as valid UTF-8 JSON, and the run leaves the schedule', async () => {
+    const ctx = store();
+    await watch(ctx, 'run-a');
+    const p = ctx.layout.partitions[0]!;
+    // Bytes that are not UTF-8 (a foreign writer, a corrupted restore).
+    await redis.hset(p.runs, 'run-a', Buffer.from([0x78, 0xff, 0xfe, 0x3a, 0x31]));
+    const r = await makeRunStore(ctx).claim(0, 10, 60_000);
+    expect(r.claims).toEqual([]);
+    expect(await redis.zscore(p.due, 'run-a')).toBeNull();
+    const [raw] = await redis.lrangeBuffer(p.dead, 0, -1);
+    const text = raw!.toString('utf8');
+    expect(Buffer.from(text, 'utf8').equals(raw!), 'the dead letter is valid UTF-8').toBe(true);
+    expect(JSON.parse(text)).toMatchObject({ kind: 'run', reason: 'unreadable watch record', entry: 'run-a', record: 'x\uFFFD\uFFFD:1' });
+  });
+
   it('a re-sent claim (its reply lost) returns the same runs, not new ones', async () => {
     const ctx = store();
     await watch(ctx, 'run-a', 'run-b', 'run-c', 'run-d');

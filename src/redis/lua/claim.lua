@@ -19,6 +19,7 @@
 --- @include chunked
 --- @include run_record
 --- @include last_claim
+--- @include dead_letter
 
 local limit, lease, claim_id, at = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local bad = check_types({ KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'string', KEYS[4], 'list' })
@@ -59,7 +60,7 @@ for i, id in ipairs(ids) do
   elseif not r then
     -- A record no version of this daemon wrote: keep it where an operator can see it.
     gone[#gone + 1] = id
-    dead[#dead + 1] = cjson.encode({ kind = 'run', reason = 'unreadable watch record', at = at, entry = id, record = raw })
+    dead[#dead + 1] = cjson.encode({ kind = 'run', reason = 'unreadable watch record', at = at, entry = id, record = utf8_clean(raw) })
   else
     local polls_before = r.p
     r.c = r.c + 1
