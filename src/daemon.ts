@@ -447,11 +447,6 @@ export class Daemon {
     return firstError;
   }
 
-  /** Port of the health server (useful when configured as 0 in tests). */
-  get httpPort(): number | undefined {
-    return this.#http?.port;
-  }
-
   get registry() {
     return this.metrics.registry;
   }

@@ -1,6 +1,6 @@
 import { partitionIndex } from './redis/keys.ts';
 import { partition, type StoreContext } from './redis/context.ts';
-import { routeOf, type IntakeLimits } from './intake/store.ts';
+import { limitArgs, routeOf, type IntakeLimits } from './intake/store.ts';
 
 /**
  * The dead letters: JSON {kind, reason, at, entry}, newest first, one list per partition
@@ -115,11 +115,10 @@ export async function replayDeadLetters(ctx: StoreContext, limits: IntakeLimits,
   }
   let replayed = 0;
   let tried = 0;
-  const limitArgs = [limits.maxEntryBytes, limits.defaultMaxWatchMs, limits.maxWatchCapMs, limits.maxDepth, limits.maxTargetsPerRun];
   for (const [index, items] of byPartition) {
     const p = partition(ctx, index);
     for (let i = 0; i < items.length; i += REPLAY_CHUNK) {
-      const args: (string | number | Buffer)[] = [...limitArgs, new Date().toISOString()];
+      const args: (string | number | Buffer)[] = [...limitArgs(limits), new Date().toISOString()];
       for (const it of items.slice(i, i + REPLAY_CHUNK)) {
         if (it.action === 'delivery') args.push('delivery', it.letter.raw, it.target, it.eventId, it.eventJson);
         else args.push('intake', it.letter.raw, it.entry, '', '');

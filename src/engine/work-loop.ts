@@ -37,7 +37,6 @@ export interface WorkLoop {
   start(): void;
   wake(): void;
   stop(graceMs: number): Promise<void>;
-  readonly held: number;
   /** Clock time of the loop's last turn (liveness). */
   readonly lastBeat: number;
 }
@@ -216,9 +215,6 @@ export function makeWorkLoop<T>(options: WorkLoopOptions<T>): WorkLoop {
       }
       clearInterval(renewTimer);
     },
-    get held() {
-      return held.size;
-    },
     get lastBeat() {
       return lastBeat;
     },
@@ -245,15 +241,12 @@ export function claimAcrossPartitions<T>(options: {
   clock: Clock;
   /** Claims from one partition; `nextDue` and `now` are on Redis's clock. */
   claimOne(partition: number, limit: number): Promise<{ items: T[]; now: number; nextDue: number | undefined }>;
-  /** Look at a partition at least this often, whatever its due time said. */
-  refreshMs?: number;
   /** A partition whose claim failed (a wrong-typed key, its master down): the others go on. */
   onPartitionError?(partition: number, err: unknown): void;
   /** A partition whose last claim had failed worked again. */
   onPartitionOk?(partition: number): void;
 }): PartitionClaims<T> {
   const failing = new Set<number>();
-  const refreshMs = options.refreshMs ?? IDLE_WAIT_MS;
   /** Local clock time at which each partition is worth a claim. */
   const dueAt = new Array<number>(options.partitions).fill(0);
   /** The earliest due time heard of (dueIn, invalidate) while a partition's claim was in flight. */
@@ -291,7 +284,7 @@ export function claimAcrossPartitions<T>(options: {
         const local = options.clock.now();
         // An empty partition is looked at less often: new work there wakes this replica when it
         // is its own intake, and is claimed by the replica that took it in otherwise.
-        const wait = r.nextDue === undefined ? EMPTY_REFRESH_MS : Math.min(refreshMs, Math.max(0, r.nextDue - r.now));
+        const wait = r.nextDue === undefined ? EMPTY_REFRESH_MS : Math.min(IDLE_WAIT_MS, Math.max(0, r.nextDue - r.now));
         // A full claim may have left more due: come back at once. What was heard meanwhile
         // (new intake, a reschedule) is newer than this claim's answer.
         dueAt[p] = Math.min(r.items.length >= want ? local : local + wait, heard[p] ?? Infinity);

@@ -15,7 +15,7 @@ export interface IntakeLoop {
 const RETRY_MAX_MS = 5_000;
 
 /**
- * Moves entries from P:intake into the watch state, a batch per call (store/intake.ts: each
+ * Moves entries from P:intake into the watch state, a batch per call (intake/store.ts: each
  * entry is either still in the list, or watched, or dead-lettered). Runs flat out while the
  * list has entries; when it is empty, waits on it with a blocking command on a connection of
  * its own, so an idle daemon costs Redis one command per `idleMs` and an entry is taken the

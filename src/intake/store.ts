@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { partitionIndex } from '../redis/keys.ts';
 import type { RedisClient } from '../redis/scripts.ts';
-import { num, type StoreContext } from '../redis/context.ts';
+import { num, partition, type StoreContext } from '../redis/context.ts';
 
 /**
  * Moving entries from P:intake into the watch state. With one partition the intake list is in
@@ -74,7 +74,8 @@ const ORPHAN_CHECK_MS = 2_000;
 /** How long a partition remembers the move ids it applied: far past any takeover. */
 const MOVED_KEEP_MS = 15 * 60_000;
 
-function limitArgs(limits: IntakeLimits): number[] {
+/** The limits as the intake scripts take them (ARGV after the mode's own). */
+export function limitArgs(limits: IntakeLimits): number[] {
   return [limits.maxEntryBytes, limits.defaultMaxWatchMs, limits.maxWatchCapMs, limits.maxDepth, limits.maxTargetsPerRun];
 }
 
@@ -101,8 +102,7 @@ export function makeIntakeStore(ctx: StoreContext, limits: IntakeLimits, timing:
   let lastOrphanCheck = -Infinity;
 
   function applyArgs(index: number, pairs: readonly string[]): Promise<unknown> {
-    const p = layout.partitions[index];
-    if (!p) throw new RangeError(`no partition ${index}`);
+    const p = partition(ctx, index);
     return scripts.run('intake', [p.due, p.due, p.runs, p.entries, p.dead, p.moved], [
       'args', pairs.length / 2, Number.MAX_SAFE_INTEGER, ...limitArgs(limits), nowIso(), MOVED_KEEP_MS, index, n, ...pairs,
     ]);
@@ -155,8 +155,7 @@ export function makeIntakeStore(ctx: StoreContext, limits: IntakeLimits, timing:
   return {
     async take() {
       if (n > 1) return await takePartitioned();
-      const p = layout.partitions[0];
-      if (!p) throw new RangeError('no partition 0');
+      const p = partition(ctx, 0);
       const r = (await scripts.run('intake', [layout.intake, p.due, p.runs, p.entries, p.dead, p.moved], [
         'list', limits.batch, limits.batchBytes, ...limitArgs(limits), nowIso(), MOVED_KEEP_MS, 0, 1,
       ])) as number[];

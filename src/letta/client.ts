@@ -115,7 +115,7 @@ export interface LettaClientOptions {
   /** A Retry-After longer than this ends the in-poll retries; the run is rescheduled instead. */
   retryAfterCapMs: number;
   clock: Clock;
-  /** Tests pass an undici MockAgent; by default a keep-alive pool sized to the concurrency. */
+  /** Tests pass an undici MockAgent; by default a keep-alive pool of `connections` (the daemon sizes it to the concurrency). */
   dispatcher?: Dispatcher;
   connections?: number;
   /** Called for every failed attempt, retried or not (metrics). */

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { ApiGate } from './api-gate.ts';
 import type { Clock } from '../clock.ts';
+import { isDaemonError } from '../errors.ts';
 import type { LettaClient } from '../letta/client.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { RedisHealth } from '../redis/health.ts';
@@ -91,8 +92,7 @@ export function makeReconciler(deps: {
         if (stopping.signal.aborted) break;
         deps.metrics.reconcilePasses.inc({ result: 'error' });
         // An API error shows in the API error metrics; a Redis one is reported here.
-        const code = (err as { code?: unknown } | null)?.code;
-        if (typeof code === 'string' && code.startsWith('ERR_API')) deps.log.debug({ err }, 'reconciliation pass failed; per-run polling goes on');
+        if (isDaemonError(err) && err.code.startsWith('ERR_API')) deps.log.debug({ err }, 'reconciliation pass failed; per-run polling goes on');
         else deps.health.report('reconciliation', err);
       }
     }

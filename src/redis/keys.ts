@@ -32,7 +32,7 @@ import calculateSlot from 'cluster-key-slot';
  *   B:lastclaim:<kind>:<replica> STRING a replica's last claim, replayed if its reply was lost
  *   B:probe                 STRING  readiness writes here to prove the master takes writes
  * With N > 1, entries move from P:intake into their partition through a per-replica processing
- * list in the intake's slot ({P:intake}:processing:<replica>, see store/intake.ts).
+ * list in the intake's slot ({P:intake}:processing:<replica>, see intake/store.ts).
  *
  * Global: P:meta (HASH: layout version, partition count), P:api-budget (the fleet's token
  * bucket), P:reconcile-lease (who fetches the list of active runs), and the legacy v0.1 keys
@@ -43,8 +43,6 @@ export const SLOTS = 16384;
 
 export interface PartitionKeys {
   readonly index: number;
-  /** The hash tag of this partition's keys, or undefined when it shares P's own. */
-  readonly tag: string | undefined;
   readonly due: string;
   readonly runs: string;
   readonly created: string;
@@ -129,7 +127,6 @@ function partitionKeys(prefix: string, index: number, n: number): PartitionKeys 
   const base = tag === undefined ? prefix : `${prefix}:{${tag}}`;
   return {
     index,
-    tag,
     due: `${base}:due`,
     runs: `${base}:runs`,
     created: `${base}:created`,

@@ -1,13 +1,14 @@
 import type { StoreContext } from './context.ts';
 
+/** The probe key outlives a few probes' timeouts, then expires (nothing to clean up). */
+const probeKeyTtlMs = (timeoutMs: number) => Math.max(1_000, timeoutMs * 10);
+
 /**
  * Readiness against the write path: one script per slot group (the intake's, then each
  * partition's) that writes a probe key and checks every key's type. A replica that cannot
  * write (READONLY after a failover, CLUSTERDOWN) fails here; so does a Redis that does not
  * answer within `timeoutMs`. Returns the problems found, each naming its key or cause.
  */
-/** The probe key outlives a few probes' timeouts, then expires (nothing to clean up). */
-const probeKeyTtlMs = (timeoutMs: number) => Math.max(1_000, timeoutMs * 10);
 
 export async function probeRedis(ctx: StoreContext, timeoutMs: number, describe: (err: unknown) => string): Promise<string[]> {
   const { layout } = ctx;

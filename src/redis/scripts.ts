@@ -57,8 +57,6 @@ type Call = (...args: Arg[]) => Promise<unknown>;
 export interface Scripts {
   /** Runs a script: `keys` are its KEYS, `args` its ARGV. */
   run(name: ScriptName, keys: readonly string[], args: readonly Arg[]): Promise<unknown>;
-  /** The same, with bulk replies as Buffers (binary-safe). */
-  runBuffer(name: ScriptName, keys: readonly string[], args: readonly Arg[]): Promise<unknown>;
   /** A pipeline holding these script calls, to chain more commands onto (same connection). */
   pipeline(calls: readonly [name: ScriptName, keys: readonly string[], args: readonly Arg[]][]): ChainableCommander;
 }
@@ -84,7 +82,6 @@ export function defineScripts(client: RedisClient): Scripts {
   };
   return {
     run: (name, keys, args) => call(commandName(name), keys, args),
-    runBuffer: (name, keys, args) => call(`${commandName(name)}Buffer`, keys, args),
     pipeline(calls) {
       const pipe = client.pipeline();
       const methods = pipe as unknown as Record<string, Call | undefined>;

@@ -22,7 +22,7 @@ import { resolveTarget, type Target } from './targets.ts';
  * (formats/), signed (Standard Webhooks), retried on a jittered schedule held in Redis, and
  * dead-lettered after the last attempt. A slow host (an origin, however many URLs it has)
  * holds at most a quarter of the delivery slots, and nothing here is on the poll path. Each
- * attempt's outcome feeds the endpoint's health (store/endpoints.ts), which raises operator
+ * attempt's outcome feeds the endpoint's health (webhooks/endpoint-health.ts), which raises operator
  * events.
  */
 
@@ -83,7 +83,7 @@ async function readSnippet(body: Dispatcher.ResponseData['body'], limit: number)
   return Buffer.concat(chunks).subarray(0, limit).toString('utf8');
 }
 
-/** Settle round trips: as batch.ts says; deliveries are few next to polls, so no gap. */
+/** Settle round trips: as engine/batcher.ts says; deliveries are few next to polls, so no gap. */
 const SETTLE_BATCH = 256;
 /** A delivery deferred because its host is at its cap waits this long, plus up to as long again. */
 const DEFER_MS = 250;
@@ -340,9 +340,6 @@ export function makeDeliveryWorker(deps: DeliveryDeps): WorkLoop {
       await Promise.all(settlers.map((s) => s.drain()));
       await Promise.allSettled([...reporting]);
       if (!deps.dispatcher) await trusted.close();
-    },
-    get held() {
-      return loop.held;
     },
     get lastBeat() {
       return loop.lastBeat;

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { OpsEventType } from '../events/event.ts';
+import { OPS_EVENT_TYPES, type OpsEventType } from '../events/event.ts';
 import { num, partition, type StoreContext } from '../redis/context.ts';
 
 /**
@@ -46,7 +46,8 @@ const DETAIL_CHARS = 512;
 
 export function makeEndpointHealth(ctx: StoreContext, o: EndpointHealthOptions): EndpointHealth {
   const p = partition(ctx, 0);
-  const subscribed = (['endpoint.failing', 'endpoint.recovered', 'endpoint.disabled', 'delivery.dead'] as const).map((t) => o.subscribers[t].join('\n'));
+  // In OPS_EVENT_TYPES order: the script's ARGV[7..10].
+  const subscribed = OPS_EVENT_TYPES.map((t) => o.subscribers[t].join('\n'));
   return {
     async report(reports, at) {
       if (reports.length === 0) return { raised: [], recorded: 0 };

@@ -71,10 +71,10 @@ export function makeUrlGuard(options: {
     return addresses;
   }
 
-  const guardedLookup = ((hostname: string, options: { all?: boolean }, callback: (...args: unknown[]) => void) => {
+  const guardedLookup = ((hostname: string, lookupOptions: { all?: boolean }, callback: (...args: unknown[]) => void) => {
     vetted(hostname).then(
       (addresses) => {
-        if (options.all) callback(null, addresses);
+        if (lookupOptions.all) callback(null, addresses);
         else callback(null, addresses[0]?.address, addresses[0]?.family);
       },
       (err: unknown) => callback(err),

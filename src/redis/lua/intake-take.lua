@@ -1,7 +1,7 @@
 --[[ With N > 1 partitions, entries cannot move from P:intake into their partition in one
   script (different slots). This is the first step of the reliable-queue pattern: move a batch
   into this replica's processing list (in the intake's slot), give it a batch id, and return it.
-  store/intake.ts then applies each entry to its partition (intake.lua mode 'args', which skips
+  intake/store.ts then applies each entry to its partition (intake.lua mode 'args', which skips
   move ids "<batch id>:<index>" already applied) and removes the batch (intake-done.lua). A
   replica that dies mid-move leaves its processing list; another takes it over here once the
   dead replica's liveness has run out, and finishes it with the same move ids, so an entry is

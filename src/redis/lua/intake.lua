@@ -7,7 +7,7 @@
     KEYS[2] due   KEYS[3] runs   KEYS[4] entries   KEYS[5] dead   KEYS[6] moved
     ARGV[1] mode: 'list' takes entries from the right of KEYS[1] (FIFO); 'args' takes them from
             ARGV[13..] as (move id, entry) pairs and skips move ids already applied (N > 1:
-            entries come through a replica's processing list, see store/intake.ts)
+            entries come through a replica's processing list, see intake/store.ts)
     ARGV[2] most entries   ARGV[3] most bytes
     ARGV[4..8] limits: max entry bytes, default max watch ms, max watch cap ms, max JSON depth,
             max webhook targets per run

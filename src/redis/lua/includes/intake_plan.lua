@@ -30,7 +30,7 @@ local function new_intake_plan(K, L, now, at)
   end
 
   -- `here`, `partitions`: when given, a run that belongs to another partition is refused (the
-  -- router in store/intake.ts parsed the entry differently, e.g. a duplicated JSON key).
+  -- router in intake/store.ts parsed the entry differently, e.g. a duplicated JSON key).
   function plan.add(raw, here, partitions)
     local v, why = validate_entry(raw, L)
     if not v then return reject(raw, why) end
