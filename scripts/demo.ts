@@ -214,7 +214,8 @@ async function main(): Promise<number> {
   const wrong = rows.filter((r) => r[1] !== r[2]).length;
   const undelivered = rows.filter((r) => r[4] === 'no' || r[5] === 'no').length;
   const stats = sim.stats();
-  say(`${events.size}/${runs.length - 1} events and 1 dead letter, ${wrong} with an unexpected outcome, ${undelivered} without both webhooks, ${unverified} bad signatures`);
+  const letters = dead.filter((d) => d.kind === 'run').length;
+  say(`${events.size}/${runs.length - 1} events and ${letters} dead letter${letters === 1 ? '' : 's'}, ${wrong} with an unexpected outcome, ${undelivered} without both webhooks, ${unverified} bad signatures`);
   say(`the simulator answered ${stats.requests} requests (${Object.entries(stats.byStatus).map(([s, n]) => `${s}: ${n}`).join(', ')}); faults were retried`);
   say(`daemon exited with code ${code}`);
   const ok = events.size === runs.length - 1 && wrong === 0 && undelivered === 0 && unverified === 0 && code === 0;

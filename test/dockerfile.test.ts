@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +39,19 @@ function parseDockerfile(text: string): Instruction[] {
 const work = mkdtempSync(join(tmpdir(), 'lrw-docker-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
+/**
+ * The RUN steps' npm: offline, from a copy of this machine's npm cache (hard links: cacache's
+ * files never change), so the image's `npm cache clean --force` empties the copy and not the
+ * user's cache, and nothing is downloaded (the project's own `npm ci` filled the cache).
+ */
+function npmCacheCopy(): Record<string, string> {
+  const own = spawnSync('npm', ['config', 'get', 'cache'], { encoding: 'utf8' }).stdout.trim();
+  const copy = join(work, 'npm-cache');
+  mkdirSync(copy, { recursive: true });
+  if (own && existsSync(join(own, '_cacache'))) spawnSync('cp', ['-al', join(own, '_cacache'), join(copy, '_cacache')]);
+  return { npm_config_cache: copy, npm_config_offline: 'true' };
+}
+
 /** The simulator stage's ENTRYPOINT + CMD (on a free port) answers GET /v1/health/ as Letta does. */
 async function expectSimulatorStage(image: { root: string; workdir: string; entrypoint: string[]; cmd: string[] } | undefined): Promise<void> {
   expect(image, 'a stage named simulator').toBeDefined();
@@ -72,6 +85,7 @@ describe('the Dockerfile, performed without Docker', () => {
     let stageRoot = '';
     let workdir = '/';
     let env: Record<string, string> = {};
+    const npmEnv = npmCacheCopy();
     let entrypoint: string[] = [];
     let cmd: string[] = [];
     let healthcheck: string[] = [];
@@ -122,7 +136,7 @@ describe('the Dockerfile, performed without Docker', () => {
             skipped.push(args);
             break;
           }
-          const r = spawnSync('sh', ['-c', args], { cwd: at('.'), env: { ...process.env, ...env }, encoding: 'utf8' });
+          const r = spawnSync('sh', ['-c', args], { cwd: at('.'), env: { ...process.env, ...env, ...npmEnv }, encoding: 'utf8' });
           expect(r.status, `RUN ${args}\n${r.stdout}\n${r.stderr}`).toBe(0);
           break;
         }

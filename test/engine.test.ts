@@ -356,10 +356,11 @@ describe('watch engine (in-process daemon, simulator, real Redis)', () => {
   });
 
   it.each([
-    ['the polls finish within the grace period', 10_000],
-    ['the grace period runs out and the polls are aborted', 100],
-  ])('graceful stop during in-flight polls hands every unfinished run back (%s)', async (_label, graceMs) => {
-    const sim = await simulator({ faults: { latencyMs: 300 } });
+    ['the polls finish within the grace period', 10_000, 300],
+    // Answers 3 s away: a stop that waited for them would take 3 s, over graceMs + 2000.
+    ['the grace period runs out and the polls are aborted', 100, 3000],
+  ])('graceful stop during in-flight polls hands every unfinished run back (%s)', async (_label, graceMs, latencyMs) => {
+    const sim = await simulator({ faults: { latencyMs } });
     const config = testConfig({ LETTA_BASE_URL: sim.url, WATCHER_SHUTDOWN_GRACE_MS: String(graceMs) });
     const prefix = config.redis.keyPrefix;
     const k = keys(prefix);
