@@ -22,7 +22,7 @@ export function report(a: ReportInput): string {
     ...shutdownSection(a),
     ...(a.detection ? detectionSection(a.detection) : []),
     ...(a.idle ? idleSection(a.idle) : []),
-    ...(a.cluster ? clusterSection(a.cluster) : []),
+    ...(a.cluster ? clusterSection(a.cluster, a.machine.cores) : []),
     ...(a.profile ? profileSection(a, a.profile) : []),
     ...changesSection(),
     ...reproduceSection(a.seconds),
@@ -130,8 +130,7 @@ function redisCostSection({ throughput, sizes }: ReportInput): string[] {
     `- **top-level round trips per poll: ${(rc.topLevel / rc.polls).toFixed(3)}** (target ≤ 1)`,
     `- all commands per poll, including those inside scripts: ${(rc.total / rc.polls).toFixed(2)}`,
     `- Redis time in scripts per poll: ${rc.evalshaUsPerPoll.toFixed(1)} µs`,
-    `- derived: ${fmt(rc.claims)} claims (${(rc.polls / Math.max(1, rc.claims)).toFixed(1)} polls each), ${fmt(rc.settles)} settle batches (${(rc.polls / Math.max(1, rc.settles)).toFixed(1)} polls each), ${fmt(rc.idleLoops)} idle intake/outbox checks ` +
-      '(claims = ZRANGE calls, which only the claim script makes; idle checks = RPOP calls of the intake script plus the outbox claim\'s ZRANGEBYSCORE; settles = the remaining script calls)',
+    `- script calls: ${fmt(rc.scriptCalls)}, ${(rc.polls / Math.max(1, rc.scriptCalls)).toFixed(1)} polls per call (claims and settle batches of 32 runs and more, and the loops' idle checks)`,
     '',
     '| command | calls | per poll | counted as |',
     '|---|---:|---:|---|',
@@ -201,7 +200,8 @@ function lagSection({ lag, sizes }: ReportInput): string[] {
         `| ${l.strategy}: ${l.cadence.factor === 1 ? `every ${l.cadence.initialMs} ms` : `${l.cadence.initialMs} ms ×${l.cadence.factor} up to ${l.cadence.maxMs} ms, ±${l.cadence.jitter * 100} %`} | ${l.live.p50.toFixed(0)} / ${l.predicted.p50.toFixed(0)} ms | ${l.live.p99.toFixed(0)} / ${l.predicted.p99.toFixed(0)} ms | ${l.live.meanCalls.toFixed(2)} / ${l.predicted.meanCalls.toFixed(2)} |`,
     ),
     '',
-    'The live lag runs a little above the prediction by the fixed costs the model leaves out: the intake check interval before the first poll, the claim loop\'s 5 ms minimum wait, and the request and Redis round trips.',
+    'The model leaves out fixed costs (the intake check interval before the first poll, the claim loop\'s minimum wait, the request and Redis round trips), so the live lag may run a little above it; ' +
+      `here the live p99 is ${lag.live.map((l) => `${(l.live.p99 - l.predicted.p99 >= 0 ? '+' : '')}${(l.live.p99 - l.predicted.p99).toFixed(0)} ms (${l.strategy})`).join(', ')} from the prediction.`,
     '',
   ];
 }
@@ -257,7 +257,7 @@ function idleSection(i: Idle): string[] {
   ];
 }
 
-function clusterSection(c: ClusterBench): string[] {
+function clusterSection(c: ClusterBench, cores: number): string[] {
   const all = c.masters.reduce((s, m) => s + m.commands, 0);
   const cpu = c.masters.reduce((s, m) => s + m.cpuMs, 0);
   return [
@@ -272,7 +272,7 @@ function clusterSection(c: ClusterBench): string[] {
     '',
     `Busiest master: **${(100 * c.busiestShare).toFixed(1)} %** of the commands (target ≤ 45 %). ` +
       `Poll rate: ${fmt(c.pollsPerSecond.cluster)} polls/s on the cluster, ${fmt(c.pollsPerSecond.standalone)} on the standalone Redis in the same run ` +
-      `(×${(c.pollsPerSecond.cluster / Math.max(1, c.pollsPerSecond.standalone)).toFixed(2)}): on one 2-core machine the three masters, the daemon and the API stub share the cores, ` +
+      `(×${(c.pollsPerSecond.cluster / Math.max(1, c.pollsPerSecond.standalone)).toFixed(2)}): on one ${cores}-core machine the three masters, the daemon and the API stub share the cores, ` +
       'so the cluster figure shows the cost of more round trips (one per partition), not what separate hosts would give.',
     '',
   ];

@@ -70,9 +70,8 @@ export interface RedisCost {
   topLevel: number;
   total: number;
   perCommand: { name: string; calls: number; perPoll: number; kind: 'top-level' | 'inside scripts' | 'both' }[];
-  claims: number;
-  settles: number;
-  idleLoops: number;
+  /** Script calls (EVALSHA/EVAL): claims, settle batches and the loops' idle checks together. */
+  scriptCalls: number;
   evalshaUsPerPoll: number;
 }
 

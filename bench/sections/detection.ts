@@ -116,7 +116,10 @@ export function detectionOutcome(d: Detection): Outcome {
   if (def) {
     const met = def.p99Ms <= 3000 && def.requestsPerRun <= 3;
     targets.push({ figure: 'Detection, default settings: p99 lag and API requests per run', target: '≤ 3 s, ≤ 3', value: `${(def.p99Ms / 1000).toFixed(2)} s, ${def.requestsPerRun.toFixed(2)}`, met });
-    targets.push({ figure: 'Detection with callbacks (20 % dropped): p50 lag', target: '≤ 0.5 s', value: `${(def.p50Ms / 1000).toFixed(2)} s`, met: def.p50Ms <= 500 });
+  }
+  const callbacks = d.results.find((r) => r.name.startsWith('callbacks'));
+  if (callbacks) {
+    targets.push({ figure: 'Detection with callbacks (20 % dropped): p50 lag', target: '≤ 0.5 s', value: `${(callbacks.p50Ms / 1000).toFixed(2)} s`, met: callbacks.p50Ms <= 500 });
   }
   return {
     targets,

@@ -55,21 +55,13 @@ function redisCost(delta: Map<string, CommandStat>, polls: number, commits: numb
     perCommand.push({ name, calls: s.calls, perPoll: s.calls / polls, kind });
   }
   const calls = (n: string) => delta.get(n)?.calls ?? 0;
-  // ZRANGE is called only by the schedule's claim script (once per claim); RPOP once per
-  // idle intake call; ZRANGEBYSCORE by both claim scripts (schedule and webhook outbox).
-  const claims = calls('zrange');
-  const intakeCalls = calls('rpop');
-  const outboxClaims = Math.max(0, calls('zrangebyscore') - claims);
-  const scripts = calls('evalsha') + calls('eval');
   return {
     polls,
     commits,
     topLevel,
     total,
     perCommand,
-    claims,
-    settles: Math.max(0, scripts - claims - intakeCalls - outboxClaims),
-    idleLoops: intakeCalls + outboxClaims,
+    scriptCalls: calls('evalsha') + calls('eval'),
     evalshaUsPerPoll: ((delta.get('evalsha')?.usec ?? 0) + (delta.get('eval')?.usec ?? 0)) / polls,
   };
 }
