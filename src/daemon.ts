@@ -24,7 +24,7 @@ import { makeStreamTrimmer, type StreamTrimmer } from './events/stream-trim.ts';
 import type { StoreContext } from './redis/context.ts';
 import { makeEndpointHealth } from './webhooks/endpoint-health.ts';
 import { makeIntakeStore } from './intake/store.ts';
-import { checkLayout, migrateLegacy } from './redis/migrate.ts';
+import { checkLayout, startLegacyMigration } from './redis/migrate.ts';
 import { makeOutbox, type Outbox } from './webhooks/outbox.ts';
 import { probeRedis } from './redis/probe.ts';
 import { makeRunStore, type RunStore } from './polling/runs.ts';
@@ -62,8 +62,6 @@ export interface DaemonDeps {
 const STALL_MS = 30_000;
 /** How long /readyz waits for each Redis probe. */
 const PROBE_TIMEOUT_MS = 1_000;
-/** How often a one-partition daemon looks for state left by version 0.1 (rolling upgrades). */
-const LEGACY_CHECK_MS = 30_000;
 /** Between attempts to reach Redis while starting. */
 const START_RETRY_MS = 1_000;
 
@@ -102,7 +100,7 @@ export class Daemon {
   #reconciler: Reconciler | undefined;
   #callbacks: CallbackReceiver | undefined;
   #guard: UrlGuard | undefined;
-  #legacyTimer: NodeJS.Timeout | undefined;
+  #legacy: { stop(): void } | undefined;
   #http: { port: number; close(): Promise<void> } | undefined;
   readonly #deps: DaemonDeps;
   readonly #clock: Clock;
@@ -191,13 +189,8 @@ export class Daemon {
     await this.#untilRedisAnswers(() => checkLayout(ctx), health);
     this.#checkNotStopping();
     for (const w of await redisWarnings(redis)) this.log.warn(w);
-    await this.#migrateLegacy(ctx);
+    this.#legacy = await startLegacyMigration(ctx, { log: this.log, health });
     this.#checkNotStopping();
-    // Version 0.1 kept one partition's worth of keys; a rolling upgrade may still write them.
-    if (config.redis.partitions === 1) {
-      this.#legacyTimer = setInterval(() => void this.#migrateLegacy(ctx), LEGACY_CHECK_MS);
-      this.#legacyTimer.unref();
-    }
     return { ctx, health };
   }
 
@@ -393,15 +386,6 @@ export class Daemon {
     }
   }
 
-  async #migrateLegacy(ctx: StoreContext): Promise<void> {
-    try {
-      const moved = await migrateLegacy(ctx);
-      if (moved.runs > 0 || moved.deliveries > 0) this.log.warn(moved, 'moved watch state written by version 0.1 into this layout');
-    } catch (err) {
-      this.#health?.report('migration of 0.1 state', err);
-    }
-  }
-
   /** Stop claiming, drain within the grace period, hand back what is left, close. */
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
@@ -429,7 +413,7 @@ export class Daemon {
     };
     const grace = this.#deps.config.shutdownGraceMs;
     this.#startAbort.abort();
-    clearInterval(this.#legacyTimer);
+    this.#legacy?.stop();
     await release('intake loop', () => this.#intake?.stop());
     await release('reconciliation', () => this.#reconciler?.stop());
     await Promise.all([

@@ -1,6 +1,8 @@
+import type { Logger } from 'pino';
 import { DaemonError } from '../errors.ts';
 import { parseDeliveryMember } from './keys.ts';
 import { num, type StoreContext } from './context.ts';
+import type { RedisHealth } from './health.ts';
 
 /**
  * The layout's version and partition count live in P:meta. A daemon whose partition count
@@ -36,7 +38,7 @@ export async function checkLayout(ctx: StoreContext): Promise<void> {
 }
 
 /** Moves what version 0.1 left (one partition only); returns how many runs and deliveries moved. */
-export async function migrateLegacy(ctx: StoreContext): Promise<{ runs: number; deliveries: number }> {
+async function migrateLegacy(ctx: StoreContext): Promise<{ runs: number; deliveries: number }> {
   const { client, layout, scripts } = ctx;
   const p = layout.partitions[0];
   if (!p || layout.partitions.length > 1) return { runs: 0, deliveries: 0 };
@@ -51,4 +53,27 @@ export async function migrateLegacy(ctx: StoreContext): Promise<{ runs: number; 
     total.runs += num(r[0]);
     total.deliveries += num(r[1]);
   }
+}
+
+/** How often a one-partition daemon looks again for state a 0.1 replica may still be writing. */
+const LEGACY_CHECK_MS = 30_000;
+
+/**
+ * Moves 0.1's state now, then every LEGACY_CHECK_MS while the layout has one partition (0.1
+ * replicas may run beside this one during a rolling upgrade). Failures are reported, not thrown.
+ */
+export async function startLegacyMigration(ctx: StoreContext, deps: { log: Logger; health: RedisHealth }): Promise<{ stop(): void }> {
+  const once = async () => {
+    try {
+      const moved = await migrateLegacy(ctx);
+      if (moved.runs > 0 || moved.deliveries > 0) deps.log.warn(moved, 'moved watch state written by version 0.1 into this layout');
+    } catch (err) {
+      deps.health.report('migration of 0.1 state', err);
+    }
+  };
+  await once();
+  if (ctx.layout.partitions.length > 1) return { stop() {} };
+  const timer = setInterval(() => void once(), LEGACY_CHECK_MS);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
 }
